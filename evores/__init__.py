@@ -1,0 +1,31 @@
+"""evores: evolutionary hyperparameter optimisation of CNNs scored on downsampled images.
+
+The public API, importable from here (loaded on first use, so ``import evores`` stays cheap):
+
+- ``evaluate``, ``train_and_test``, ``FitnessResult``, ``PreparedData`` — the fitness function
+- ``SearchSpace`` — the typed genes and the genome
+- ``open_cache`` — the resolution cache of a dataset
+- ``LadderSearch`` — the ask/tell search up the resolution ladder
+"""
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "evaluate": "evores.fitness",
+    "train_and_test": "evores.fitness",
+    "FitnessResult": "evores.fitness",
+    "PreparedData": "evores.fitness",
+    "SearchSpace": "evores.space",
+    "open_cache": "evores.cache",
+    "LadderSearch": "evores.search",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evores' has no attribute {name!r}")

@@ -1,0 +1,299 @@
+"""The run configuration: TOML in, a validated plain dict out, the resolved TOML written back.
+
+Every key is declared here with its type and default; unknown keys are rejected with the valid
+ones listed, so a typo never silently falls back to a default. The resolved configuration (with
+the schedule chosen for the dataset filled in) is what a run directory records and what a
+resumed run reads back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from evores.errors import ConfigError
+
+EMBEDDED = "embedded"
+
+# The embedded data is 64 px native, so its ladder is Hinz's 32 -> 64 -> 128 halved, and the
+# budget is scaled down from 750/500/250 (still 3:2:1) to finish in minutes on two CPU cores.
+EMBEDDED_SCHEDULE = {"resolutions": [16, 32, 64], "evaluations": [24, 16, 8]}
+DEFAULT_SCHEDULE = {"resolutions": [32, 64, 128], "evaluations": [750, 500, 250]}
+
+# Built from the SearchSpace defaults on first use (space.py owns the gene declarations).
+_SPACE_SECTION = "space"
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {
+        "path": EMBEDDED,
+        "filter": "box",
+        "crop": "centre",
+        "cache_dir": "",
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+        "download": False,
+        "split_seed": 0,
+    },
+    "schedule": {
+        "resolutions": [],
+        "evaluations": [],
+        "elites": 3,
+        "narrow": True,
+        "narrow_margin": 0.25,
+    },
+    "search": {
+        "strategy": "ga",
+        "population": 8,
+        "elitism": 2,
+        "tournament": 3,
+        "crossover": 0.5,
+        "mutation": 0.9,
+    },
+    "train": {
+        "max_epochs": 12,
+        "patience": 5,
+        "max_seconds": 60.0,
+        "device": "auto",
+        "threads": 0,
+    },
+    "fitness": {"function": ""},
+}
+
+STRATEGIES = ("ga", "random")
+
+
+def _space_defaults() -> dict[str, Any]:
+    from evores.space import SearchSpace
+
+    return SearchSpace().to_dict()
+
+
+def defaults() -> dict[str, Any]:
+    """A fresh copy of every key with its default value."""
+    config = copy.deepcopy(DEFAULTS)
+    config[_SPACE_SECTION] = _space_defaults()
+    return config
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read ``path`` (TOML), apply ``section.key=value`` overrides, validate and resolve."""
+    config = defaults()
+    if path is not None:
+        _merge(config, read_toml(path), origin=str(path))
+    for item in overrides or []:
+        _merge(config, parse_override(item), origin=f"--set {item}")
+    return resolve(config)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a TOML file")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML ({error}); fix the syntax, "
+            "e.g. `seed = 1` or `[schedule]` then `resolutions = [32, 64]`"
+        ) from None
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``schedule.resolutions=[16,32]`` -> ``{"schedule": {"resolutions": [16, 32]}}``.
+
+    The value is read as a TOML value; a bare word that is not TOML (a path, say) is a string.
+    """
+    name, sep, text = item.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise ConfigError(f"--set {item!r} is not of the form section.key=value, e.g. seed=3")
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    parts = name.split(".")
+    if len(parts) > 2:
+        raise ConfigError(f"--set {item!r}: keys have at most one dot (section.key)")
+    return {parts[0]: value} if len(parts) == 1 else {parts[0]: {parts[1]: value}}
+
+
+def _merge(config: dict[str, Any], update: dict[str, Any], origin: str) -> None:
+    for key, value in update.items():
+        if key not in config:
+            _unknown(key, config, origin)
+        if isinstance(config[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{origin}: [{key}] is a section, got the value {value!r}; "
+                    f"set its keys, e.g. {key}.{next(iter(config[key]))} = ..."
+                )
+            for sub, subvalue in value.items():
+                if sub not in config[key]:
+                    _unknown(f"{key}.{sub}", config[key], origin)
+                config[key][sub] = _checked_type(f"{key}.{sub}", config[key][sub], subvalue)
+        else:
+            config[key] = _checked_type(key, config[key], value)
+
+
+def _unknown(name: str, scope: dict[str, Any], origin: str) -> None:
+    valid = ", ".join(sorted(scope))
+    raise ConfigError(f"{origin}: unknown key {name!r}; valid keys here: {valid}")
+
+
+def _checked_type(name: str, default: Any, value: Any) -> Any:
+    """``value`` with the type of ``default`` (ints are accepted where floats are expected)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if isinstance(default, list) and ok:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok:
+        expected = "a list of numbers" if isinstance(default, list) else type(default).__name__
+        raise ConfigError(
+            f"{name} must be {expected}, got {value!r} ({type(value).__name__}); "
+            f"e.g. {name} = {to_toml_value(default)}"
+        )
+    return value
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate every value and fill in the schedule chosen for the dataset."""
+    config = copy.deepcopy(config)
+    if config["seed"] < 0:
+        raise ConfigError(f"seed must be >= 0, got {config['seed']}")
+    _resolve_data(config["data"])
+    _resolve_schedule(config["schedule"], config["data"]["path"] == EMBEDDED)
+    _check_search(config["search"], config["schedule"])
+    _check_train(config["train"])
+    _check_fitness(config["fitness"])
+    from evores.space import SearchSpace
+
+    config[_SPACE_SECTION] = SearchSpace.from_dict(config[_SPACE_SECTION]).to_dict()
+    return config
+
+
+def _resolve_data(data: dict[str, Any]) -> None:
+    from evores.cache import CROPS, FILTERS
+
+    if data["filter"] not in FILTERS:
+        raise ConfigError(
+            f"data.filter {data['filter']!r} is not a Pillow resampling filter; "
+            f"use one of {', '.join(FILTERS)}"
+        )
+    if data["crop"] not in CROPS:
+        raise ConfigError(f"data.crop {data['crop']!r} is unknown; use one of {', '.join(CROPS)}")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0.0 < data[key] < 0.5:
+            raise ConfigError(f"data.{key} must lie in (0, 0.5), got {data[key]}")
+    if not data["path"]:
+        raise ConfigError(f"data.path is empty; give a dataset path or {EMBEDDED!r}")
+
+
+def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
+    chosen = EMBEDDED_SCHEDULE if embedded else DEFAULT_SCHEDULE
+    for key in ("resolutions", "evaluations"):
+        if not schedule[key]:
+            schedule[key] = list(chosen[key])
+        if any(not isinstance(v, int) for v in schedule[key]):
+            raise ConfigError(f"schedule.{key} must be whole numbers, got {schedule[key]}")
+    resolutions, evaluations = schedule["resolutions"], schedule["evaluations"]
+    if len(resolutions) != len(evaluations):
+        raise ConfigError(
+            f"schedule.resolutions has {len(resolutions)} stages but schedule.evaluations has "
+            f"{len(evaluations)}; give one evaluation budget per resolution"
+        )
+    if any(r < 2 for r in resolutions) or resolutions != sorted(set(resolutions)):
+        raise ConfigError(
+            f"schedule.resolutions must be strictly increasing pixel sizes >= 2, got {resolutions}"
+        )
+    if not 0.0 <= schedule["narrow_margin"] <= 10.0:
+        raise ConfigError(f"schedule.narrow_margin must lie in [0, 10], got {schedule['narrow_margin']}")
+
+
+def _check_search(search: dict[str, Any], schedule: dict[str, Any]) -> None:
+    if search["strategy"] not in STRATEGIES:
+        raise ConfigError(
+            f"search.strategy {search['strategy']!r} is unknown; use one of {', '.join(STRATEGIES)}"
+        )
+    population, elites = search["population"], schedule["elites"]
+    if population < 2:
+        raise ConfigError(f"search.population must be >= 2, got {population}")
+    if not 1 <= elites <= population:
+        raise ConfigError(
+            f"schedule.elites must lie in [1, search.population={population}], got {elites}"
+        )
+    if not 0 <= search["elitism"] < population:
+        raise ConfigError(
+            f"search.elitism must lie in [0, search.population), got {search['elitism']}"
+        )
+    if search["tournament"] < 1:
+        raise ConfigError(f"search.tournament must be >= 1, got {search['tournament']}")
+    for key in ("crossover", "mutation"):
+        if not 0.0 <= search[key] <= 1.0:
+            raise ConfigError(f"search.{key} is a probability in [0, 1], got {search[key]}")
+    first, *later = schedule["evaluations"]
+    if first < population:
+        raise ConfigError(
+            f"schedule.evaluations[0] = {first} is smaller than search.population = {population}; "
+            "the first stage must evaluate at least one whole population"
+        )
+    if any(n < elites for n in later):
+        raise ConfigError(
+            f"schedule.evaluations {schedule['evaluations']}: every later stage must allow at least "
+            f"schedule.elites = {elites} evaluations, to re-evaluate the elites"
+        )
+
+
+def _check_train(train: dict[str, Any]) -> None:
+    for key in ("max_epochs", "patience"):
+        if train[key] < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {train[key]}")
+    if not train["max_seconds"] >= 0 or math.isinf(train["max_seconds"]):
+        raise ConfigError(
+            f"train.max_seconds must be a finite number >= 0 (0 = no budget), "
+            f"got {train['max_seconds']}"
+        )
+    if train["threads"] < 0:
+        raise ConfigError(f"train.threads must be >= 0 (0 = automatic), got {train['threads']}")
+
+
+def _check_fitness(fitness: dict[str, Any]) -> None:
+    function = fitness["function"]
+    if function and (function.count(":") != 1 or not all(function.split(":"))):
+        raise ConfigError(
+            f"fitness.function {function!r} must name a function as 'package.module:function'"
+        )
+
+
+def to_toml(config: dict[str, Any]) -> str:
+    """The TOML text of a resolved configuration (scalars first, then one table per section)."""
+    lines = [f"{key} = {to_toml_value(v)}" for key, v in config.items() if not isinstance(v, dict)]
+    for section, values in config.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"]
+            lines += [f"{key} = {to_toml_value(v)}" for key, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def to_toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"cannot write the non-finite number {value} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list):
+        return "[" + ", ".join(to_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to TOML")

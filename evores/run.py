@@ -1,0 +1,200 @@
+"""The command line: ``python -m evores.run [--config FILE] [--out DIR] [--resume] [--set k=v]``.
+
+Rank 0 reads and checks everything a user can get wrong (config, run directory, dataset)
+before a single file of the run is written, drives the search, logs every evaluation as it
+completes, checkpoints every generation and writes the summary and plots. Other MPI ranks
+only evaluate. Users' mistakes end in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from evores import config as configuration
+from evores.checkpoint import CONFIG, RunDirectory
+from evores.errors import CheckpointError, EvoresError
+
+log = logging.getLogger("evores")
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evores.run",
+        description="Evolve CNN hyperparameters with fitness scored on downsampled images.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML file (default: the embedded run)")
+    parser.add_argument("--out", type=Path, help="run directory (default: runs/<date-time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set schedule.resolutions=[16,32]",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
+    from evores.evaluators import mpi_world
+
+    try:
+        comm = mpi_world()
+    except EvoresError as error:
+        return _fail(error)
+    rank = comm.Get_rank() if comm is not None else 0
+    if rank != 0:
+        return _serve(comm)
+    try:
+        setup = _prepare(args)
+    except EvoresError as error:
+        if comm is not None:
+            comm.bcast(None, root=0)
+        return _fail(error)
+    if comm is not None:
+        comm.bcast(setup["config"], root=0)
+    return _drive(setup, comm)
+
+
+def _configure_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _fail(error: Exception) -> int:
+    print(f"evores: error: {error}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything a user can get wrong is checked here, before the run directory is touched."""
+    run_dir = RunDirectory(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    if args.resume:
+        config = _resumed_config(args, run_dir)
+    else:
+        config = configuration.load(args.config, args.overrides)
+        if not run_dir.is_empty():
+            raise CheckpointError(
+                f"run directory {str(run_dir.path)!r} is not empty; pass --resume to continue "
+                "that run, or choose a new --out"
+            )
+    _set_threads(config, workers=1)
+    cache = open_dataset(config)
+    from evores.worker import load_function
+
+    if config["fitness"]["function"]:
+        load_function(config["fitness"]["function"])
+    if not args.resume:
+        run_dir.create(configuration.to_toml(config))
+    return {"config": config, "run_dir": run_dir, "cache": cache}
+
+
+def _resumed_config(args: argparse.Namespace, run_dir: RunDirectory) -> dict[str, Any]:
+    if not run_dir.has_run():
+        raise CheckpointError(
+            f"nothing to resume in {str(run_dir.path)!r}: it has no {CONFIG}; "
+            "start a fresh run without --resume"
+        )
+    config = configuration.load(run_dir.file(CONFIG))
+    if args.config is not None or args.overrides:
+        wanted = configuration.load(args.config, args.overrides)
+        if wanted != config:
+            raise CheckpointError(
+                f"--resume continues {str(run_dir.path)!r} with the config it was started with; "
+                "drop --config/--set, or start a new run directory for a different config"
+            )
+    return config
+
+
+def open_dataset(config: dict[str, Any]):
+    """Open (building or reusing) the resolution cache the config asks for."""
+    from evores.cache import open_cache
+
+    data = config["data"]
+    return open_cache(
+        data["path"],
+        config["schedule"]["resolutions"],
+        filter=data["filter"],
+        crop=data["crop"],
+        cache_dir=data["cache_dir"] or None,
+        seed=data["split_seed"],
+        val_fraction=data["val_fraction"],
+        test_fraction=data["test_fraction"],
+        download=data["download"],
+        progress=log.info,
+    )
+
+
+def _set_threads(config: dict[str, Any], workers: int) -> None:
+    """Intra-op threads per rank: as configured, else the node's cores shared among its ranks."""
+    import torch
+
+    threads = config["train"]["threads"]
+    if threads == 0 and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _local_ranks(comm) -> int:
+    return comm.Split_type(split_type=_shared_type()).Get_size()
+
+
+def _shared_type() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_TYPE_SHARED
+
+
+def _serve(comm) -> int:
+    from evores.evaluators import serve
+    from evores.worker import make_work
+
+    local = _local_ranks(comm)
+    config = comm.bcast(None, root=0)
+    if config is None:
+        return EXIT_USAGE
+    _set_threads(config, workers=max(1, local - 1))
+    work = make_work(config, open_dataset(config))
+    serve(comm, work)
+    return 0
+
+
+def _drive(setup: dict[str, Any], comm) -> int:
+    from evores.driver import Driver
+    from evores.evaluators import make_evaluator
+    from evores.worker import make_work
+
+    config = setup["config"]
+    if comm is not None and comm.Get_size() > 1:
+        _local_ranks(comm)  # collective: matches the workers' call
+        work = None
+    else:
+        work = make_work(config, setup["cache"])
+    evaluator = make_evaluator(work, comm)
+    try:
+        summary = Driver(config, setup["run_dir"], setup["cache"], evaluator).run()
+    except EvoresError as error:
+        return _fail(error)
+    finally:
+        evaluator.close()
+    log.info(
+        "winner: test accuracy %s at %d px; summary in %s",
+        summary["test_accuracy"], summary["test_resolution"], setup["run_dir"].path,
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""What an evaluating rank does with a task: run the configured fitness function on it.
+
+The work function is built on each rank from the resolved config, so only the task (plain
+data) crosses processes. It holds one resolution's data in memory at a time: a search stage
+needs one resolution, and keeping the previous one would only double the footprint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from evores.cache import DatasetCache
+from evores.errors import ConfigError
+from evores.fitness import FitnessResult, PreparedData, evaluate, resolve_device, train_and_test
+from evores.space import SearchSpace
+
+Work = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def load_function(spec: str) -> Callable[..., Any]:
+    """The user's fitness function named ``package.module:function``."""
+    module_name, _, name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(
+            f"fitness.function {spec!r}: cannot import module {module_name!r} ({error}); "
+            "make it importable (installed, or on PYTHONPATH)"
+        ) from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"fitness.function {spec!r}: module {module_name!r} has no function {name!r}")
+    return function
+
+
+class FinalSplits:
+    """A cache seen the way the final retraining needs it: train + val to train, test to score.
+
+    A user's fitness function trains on ``arrays(r, "train")`` and reports accuracy on
+    ``arrays(r, "val")``; handing it this view retrains it for the final answer unchanged.
+    """
+
+    def __init__(self, cache: DatasetCache):
+        self.cache = cache
+        self.class_names = cache.class_names
+        self.n_classes = cache.n_classes
+        self.resolutions = cache.resolutions
+
+    def arrays(self, resolution: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        mapped = {"train": "train+val", "val": "test"}.get(split)
+        if mapped is None:
+            raise ConfigError(f"the final retraining offers the splits train and val, not {split!r}")
+        return self.cache.arrays(resolution, mapped)
+
+
+def result_from_user(value: Any, wall_seconds: float) -> FitnessResult:
+    """A user function may return a FitnessResult or a bare validation accuracy."""
+    if isinstance(value, FitnessResult):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(
+            f"the fitness function returned {type(value).__name__}; return a FitnessResult "
+            "or a float (the validation accuracy)"
+        )
+    accuracy = float(value)
+    failed = not math.isfinite(accuracy)
+    return FitnessResult(
+        val_accuracy=0.0 if failed else accuracy,
+        status="failed" if failed else "ok",
+        reason=f"the fitness function returned {accuracy}" if failed else None,
+        failure="nan" if failed else None,
+        epochs=0,
+        best_epoch=0,
+        wall_seconds=wall_seconds,
+        seconds_per_epoch=0.0,
+        n_parameters=0,
+        peak_memory_bytes=0,
+        images_per_second=0.0,
+    )
+
+
+def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
+    """The task -> result function of one rank."""
+    train = config["train"]
+    space = SearchSpace.from_dict(config["space"])
+    device = resolve_device(train["device"])
+    user_function = load_function(config["fitness"]["function"]) if config["fitness"]["function"] else None
+    budget = train["max_seconds"] or None
+    resident: dict[tuple[int, bool], PreparedData] = {}
+
+    def prepared(resolution: int, final: bool) -> PreparedData:
+        if (resolution, final) not in resident:
+            resident.clear()
+            resident[resolution, final] = PreparedData.from_cache(
+                cache, resolution, device=device, final=final
+            )
+        return resident[resolution, final]
+
+    def run_user(task: dict[str, Any]) -> dict[str, Any]:
+        final = task["kind"] == "final"
+        started = time.perf_counter()
+        value = user_function(
+            task["hparams"], task["resolution"], FinalSplits(cache) if final else cache,
+            seed=task["seed"], device=device, max_epochs=train["max_epochs"],
+            patience=train["patience"], max_seconds=budget, space=space,
+            filter=config["data"]["filter"],
+        )  # fmt: skip
+        result = result_from_user(value, time.perf_counter() - started).to_dict()
+        if final:
+            result["test_accuracy"], result["val_accuracy"] = result["val_accuracy"], 0.0
+        return result
+
+    def work(task: dict[str, Any]) -> dict[str, Any]:
+        if user_function is not None:
+            return run_user(task)
+        if task["kind"] == "final":
+            # The final retraining has no time budget: it is the answer the whole run is for.
+            result = train_and_test(
+                task["hparams"], task["resolution"], prepared(task["resolution"], True),
+                seed=task["seed"], epochs=task["epochs"], device=device, space=space,
+            )  # fmt: skip
+        else:
+            result = evaluate(
+                task["hparams"], task["resolution"], prepared(task["resolution"], False),
+                seed=task["seed"], device=device, max_epochs=train["max_epochs"],
+                patience=train["patience"], max_seconds=budget, space=space,
+            )  # fmt: skip
+        return result.to_dict()
+
+    return work
