@@ -1,0 +1,544 @@
+"""The hyperparameter search space and the canonical genome it describes.
+
+Gene types are declared explicitly (log-uniform floats, integers, categoricals), never inferred
+from values, so a bound like ``[1, 6]`` cannot silently change meaning. The canonical genome is
+the plain dict described in the design sheet; this module validates it, samples it, converts it
+to and from the flat form external optimisers such as Optuna use, repairs it for a resolution
+and narrows the space around elites between stages (Hinz et al.).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from evores.errors import ConfigError
+
+# A zero-allowed float (L1, L2) is sampled as exactly 0.0 with this probability, so "no
+# regularisation" stays as likely as any one decade of its log range and is not lost.
+ZERO_PROBABILITY = 0.2
+
+HPARAM_KEYS = (
+    "learning_rate",
+    "conv_filters",
+    "conv_kernels",
+    "fc_units",
+    "batch_size",
+    "l1",
+    "l2",
+)
+FLAT_SCALAR_KEYS = ("learning_rate", "conv_layers", "fc_layers", "batch_size", "l1", "l2")
+_LAYER_KEY = re.compile(r"^(conv_filters|conv_kernel|fc_units)_(0|[1-9][0-9]*)$")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_order(kind: str, low: float, high: float) -> None:
+    if low > high:
+        raise ConfigError(
+            f"{kind} range [{low!r}, {high!r}] is inverted; give [low, high] with low <= high"
+        )
+
+
+@dataclass(frozen=True)
+class LogFloat:
+    """A float sampled uniformly in log10 space; ``allow_zero`` also admits exactly 0.0.
+
+    Zero matters for penalties: "no L1" is a real choice that a log scale cannot reach.
+    """
+
+    low: float
+    high: float
+    allow_zero: bool = False
+
+    def __post_init__(self) -> None:
+        for attr in ("low", "high"):
+            value = getattr(self, attr)
+            if not _is_real(value) or not math.isfinite(value):
+                raise ConfigError(
+                    f"LogFloat {attr}={value!r} is not a finite number; give a positive float"
+                )
+            object.__setattr__(self, attr, float(value))
+        if self.low <= 0:
+            raise ConfigError(
+                f"LogFloat low={self.low!r} must be > 0 on a log scale; use a small positive "
+                "bound such as 1e-7 (and allow_zero to admit 0)"
+            )
+        _check_order("LogFloat", self.low, self.high)
+        if not isinstance(self.allow_zero, bool):
+            raise ConfigError(f"LogFloat allow_zero={self.allow_zero!r} must be true or false")
+
+    def contains(self, value: float) -> bool:
+        return (self.allow_zero and value == 0.0) or self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"{'0 or ' if self.allow_zero else ''}[{self.low!r}, {self.high!r}]"
+
+    def sample(self, rng: np.random.Generator) -> float:
+        """0.0 with probability ZERO_PROBABILITY when zero is allowed, else log-uniform."""
+        if self.allow_zero and rng.random() < ZERO_PROBABILITY:
+            return 0.0
+        return self.sample_nonzero(rng)
+
+    def sample_nonzero(self, rng: np.random.Generator) -> float:
+        exponent = rng.uniform(math.log10(self.low), math.log10(self.high))
+        # 10**log10(x) can round past a bound; clip so the sample always validates.
+        return min(max(float(10.0**exponent), self.low), self.high)
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An integer in [low, high]; ``log`` samples and mutates it on a log scale (filters, units)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        for attr in ("low", "high"):
+            value = getattr(self, attr)
+            if not _is_int(value):
+                raise ConfigError(
+                    f"Integer {attr}={value!r} is not an integer; give a whole number"
+                )
+            object.__setattr__(self, attr, int(value))
+        _check_order("Integer", self.low, self.high)
+        if not isinstance(self.log, bool):
+            raise ConfigError(f"Integer log={self.log!r} must be true or false")
+        if self.log and self.low < 1:
+            raise ConfigError(
+                f"Integer low={self.low} must be >= 1 on a log scale; use a positive lower bound"
+            )
+
+    def contains(self, value: int) -> bool:
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"[{self.low}, {self.high}]"
+
+    def sample(self, rng: np.random.Generator) -> int:
+        if not self.log:
+            return int(rng.integers(self.low, self.high + 1))
+        # Optuna's scheme: widen by half a step each side so both bounds get a fair share.
+        exponent = rng.uniform(math.log(self.low - 0.5), math.log(self.high + 0.5))
+        return min(max(round(math.exp(exponent)), self.low), self.high)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of a fixed tuple of plain choices (ints, floats or strings)."""
+
+    choices: tuple
+
+    def __post_init__(self) -> None:
+        if isinstance(self.choices, (str, bytes)) or not isinstance(self.choices, Iterable):
+            raise ConfigError(f"Categorical choices={self.choices!r} must be a list of values")
+        choices = tuple(_plain_choice(c) for c in self.choices)
+        if not choices:
+            raise ConfigError("Categorical choices are empty; give at least one choice")
+        if len(set(choices)) != len(choices):
+            raise ConfigError(
+                f"Categorical choices {list(choices)!r} contain duplicates; list each choice once"
+            )
+        object.__setattr__(self, "choices", choices)
+
+    def contains(self, value: Any) -> bool:
+        return self.match(value) is not None
+
+    def match(self, value: Any) -> Any:
+        """The choice equal to ``value`` and of the same kind (3.0 does not match 3), or None."""
+        for choice in self.choices:
+            if _same_kind(choice, value) and choice == value:
+                return choice
+        return None
+
+    def describe(self) -> str:
+        return f"one of {list(self.choices)!r}"
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+
+def _same_kind(choice: Any, value: Any) -> bool:
+    if isinstance(choice, int):
+        return _is_int(value)
+    if isinstance(choice, float):
+        return _is_real(value)
+    return isinstance(value, str)
+
+
+def _plain_choice(choice: Any) -> Any:
+    if _is_int(choice):
+        return int(choice)
+    if _is_real(choice) and math.isfinite(choice):
+        return float(choice)
+    if isinstance(choice, str):
+        return choice
+    raise ConfigError(
+        f"Categorical choice {choice!r} is not an int, finite float or string; use one of those"
+    )
+
+
+Gene = LogFloat | Integer | Categorical
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The bounds of every gene; plain data via to_dict/from_dict for config and checkpoints.
+
+    The scale of each gene is fixed (filters and units log, depths linear, learning rate never
+    zero) because the plain form carries only bounds; the constructor enforces it.
+    """
+
+    learning_rate: LogFloat = LogFloat(1e-4, 1.0)
+    conv_layers: Integer = Integer(1, 6)
+    filters: Integer = Integer(8, 256, log=True)
+    kernel: Categorical = Categorical((3, 5, 7))
+    fc_layers: Integer = Integer(1, 3)
+    units: Integer = Integer(16, 1024, log=True)
+    batch_size: Categorical = Categorical((16, 32, 64, 128, 256, 512))
+    l1: LogFloat = LogFloat(1e-7, 1e-2, allow_zero=True)
+    l2: LogFloat = LogFloat(1e-7, 1e-2, allow_zero=True)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            gene, kind = getattr(self, f.name), type(f.default)
+            if not isinstance(gene, kind):
+                raise ConfigError(
+                    f"search space '{f.name}' must be a {kind.__name__}, got {gene!r}; "
+                    f"use e.g. {f.default!r}"
+                )
+        if self.learning_rate.allow_zero:
+            raise ConfigError("search space 'learning_rate' allows 0; set allow_zero=False")
+        for name, log in (("conv_layers", False), ("fc_layers", False)):
+            self._check_integer(name, log=log, min_low=1)
+        for name in ("filters", "units"):
+            self._check_integer(name, log=True, min_low=1)
+        for name in ("kernel", "batch_size"):
+            choices = getattr(self, name).choices
+            if not all(_is_int(c) and c > 0 for c in choices):
+                raise ConfigError(
+                    f"search space '{name}' choices {list(choices)!r} must be positive integers"
+                )
+
+    def _check_integer(self, name: str, *, log: bool, min_low: int) -> None:
+        gene = getattr(self, name)
+        if gene.log != log:
+            raise ConfigError(
+                f"search space '{name}' has log={gene.log}; this gene is always "
+                f"{'log' if log else 'linear'}, set log={log}"
+            )
+        if gene.low < min_low:
+            raise ConfigError(
+                f"search space '{name}' low={gene.low} is below {min_low}; "
+                f"use a range like [{min_low}, {max(gene.high, min_low)}]"
+            )
+
+    # ---- plain form -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """The plain config form: [low, high] for ranges, a list for choices, zero flags."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            gene = getattr(self, f.name)
+            if isinstance(gene, Categorical):
+                out[f.name] = list(gene.choices)
+            else:
+                out[f.name] = [gene.low, gene.high]
+            if isinstance(gene, LogFloat) and f.name != "learning_rate":
+                out[f"{f.name}_allow_zero"] = gene.allow_zero
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SearchSpace:
+        """Build from the plain form; missing genes keep their defaults."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"search space must be a mapping of gene -> bounds, got {d!r}")
+        valid = list(cls().to_dict())
+        unknown = [k for k in d if k not in valid]
+        if unknown:
+            raise ConfigError(
+                f"search space has unknown key(s) {unknown!r}; valid keys are {', '.join(valid)}"
+            )
+        genes = {
+            f.name: _gene_from_plain(f.name, d[f.name], f.default) if f.name in d else f.default
+            for f in fields(cls)
+        }
+        for name in ("l1", "l2"):
+            flag = d.get(f"{name}_allow_zero", genes[name].allow_zero)
+            if not isinstance(flag, bool):
+                raise ConfigError(
+                    f"search space '{name}_allow_zero' = {flag!r} must be true or false"
+                )
+            genes[name] = replace(genes[name], allow_zero=flag)
+        return cls(**genes)
+
+    # ---- the canonical genome ---------------------------------------------------------------
+
+    def validate(self, hparams: Mapping) -> dict:
+        """A normalised copy (builtin ints/floats, lists) of ``hparams``; ConfigError if invalid.
+
+        Invalid hyperparameters are programmer or config errors, never silently clipped.
+        """
+        if not isinstance(hparams, Mapping):
+            raise ConfigError(f"hparams must be a dict, got {type(hparams).__name__}")
+        _check_keys("hparams", hparams, HPARAM_KEYS)
+        filters = _check_list("conv_filters", hparams["conv_filters"])
+        kernels = _check_list("conv_kernels", hparams["conv_kernels"])
+        units = _check_list("fc_units", hparams["fc_units"])
+        _check_same_depth(filters, kernels)
+        _check_depth("conv", len(filters), self.conv_layers)
+        _check_depth("fc", len(units), self.fc_layers)
+        return {
+            "learning_rate": _check_value(
+                "learning_rate", hparams["learning_rate"], self.learning_rate
+            ),
+            "conv_filters": _check_layers("conv_filters", filters, self.filters),
+            "conv_kernels": _check_layers("conv_kernels", kernels, self.kernel),
+            "fc_units": _check_layers("fc_units", units, self.units),
+            "batch_size": _check_value("batch_size", hparams["batch_size"], self.batch_size),
+            "l1": _check_value("l1", hparams["l1"], self.l1),
+            "l2": _check_value("l2", hparams["l2"], self.l2),
+        }
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        """A random genome: depths uniform, then each layer's genes, then the scalars."""
+        n_conv = self.conv_layers.sample(rng)
+        n_fc = self.fc_layers.sample(rng)
+        return {
+            "learning_rate": self.learning_rate.sample(rng),
+            "conv_filters": [self.filters.sample(rng) for _ in range(n_conv)],
+            "conv_kernels": [self.kernel.sample(rng) for _ in range(n_conv)],
+            "fc_units": [self.units.sample(rng) for _ in range(n_fc)],
+            "batch_size": self.batch_size.sample(rng),
+            "l1": self.l1.sample(rng),
+            "l2": self.l2.sample(rng),
+        }
+
+    def encode(self, hparams: Mapping) -> dict:
+        """The flat form: learning_rate, conv_layers, conv_filters_i, conv_kernel_i, fc_layers,
+        fc_units_i, batch_size, l1, l2 (one scalar per key, as Optuna suggests them)."""
+        h = self.validate(hparams)
+        flat: dict[str, Any] = {"learning_rate": h["learning_rate"]}
+        flat["conv_layers"] = len(h["conv_filters"])
+        flat.update({f"conv_filters_{i}": v for i, v in enumerate(h["conv_filters"])})
+        flat.update({f"conv_kernel_{i}": v for i, v in enumerate(h["conv_kernels"])})
+        flat["fc_layers"] = len(h["fc_units"])
+        flat.update({f"fc_units_{i}": v for i, v in enumerate(h["fc_units"])})
+        flat.update(batch_size=h["batch_size"], l1=h["l1"], l2=h["l2"])
+        return flat
+
+    def decode(self, flat: Mapping) -> dict:
+        """The validated canonical genome for a flat dict.
+
+        Rule for keys: every scalar key is required; ``conv_filters_i``/``conv_kernel_i`` for
+        i < conv_layers and ``fc_units_i`` for i < fc_layers are required; layer keys at or
+        beyond the stated depth are ignored (an optimiser may report layers of a deeper
+        network it suggested in the same trial); any other key is rejected.
+        """
+        if not isinstance(flat, Mapping):
+            raise ConfigError(f"flat hyperparameters must be a dict, got {type(flat).__name__}")
+        scalars = {
+            k: v for k, v in flat.items() if not (isinstance(k, str) and _LAYER_KEY.match(k))
+        }
+        _check_keys("flat hyperparameters", scalars, FLAT_SCALAR_KEYS)
+        n_conv = _check_value("conv_layers", flat["conv_layers"], self.conv_layers)
+        n_fc = _check_value("fc_layers", flat["fc_layers"], self.fc_layers)
+        return self.validate(
+            {
+                "learning_rate": flat["learning_rate"],
+                "conv_filters": _layer_values(flat, "conv_filters", "conv_layers", n_conv),
+                "conv_kernels": _layer_values(flat, "conv_kernel", "conv_layers", n_conv),
+                "fc_units": _layer_values(flat, "fc_units", "fc_layers", n_fc),
+                "batch_size": flat["batch_size"],
+                "l1": flat["l1"],
+                "l2": flat["l2"],
+            }
+        )
+
+    # ---- staging ----------------------------------------------------------------------------
+
+    def narrow(self, elites: list[dict], margin: float) -> SearchSpace:
+        """The space for the next stage: each range shrinks to the elites' span, widened.
+
+        Log genes widen by the factor (high/low)**margin of the current range, linear ints by
+        ceil(margin * (high - low)); the result is intersected with the current bounds,
+        integers round outward, so every elite stays valid and no range is ever empty.
+        Margins >= 1 keep the full range. A zero-allowed float whose elites are all 0 keeps
+        its bounds (a log range cannot be centred on 0). Categoricals are unchanged.
+        """
+        if not _is_real(margin) or not math.isfinite(margin) or margin < 0:
+            raise ConfigError(f"narrow margin={margin!r} must be a finite number >= 0, e.g. 0.1")
+        if not elites:
+            raise ConfigError("narrow needs at least one elite genome; pass the stage's best")
+        hs = [self.validate(e) for e in elites]
+        m = min(float(margin), 1.0)
+        return replace(
+            self,
+            learning_rate=_narrow_float(self.learning_rate, [h["learning_rate"] for h in hs], m),
+            conv_layers=_narrow_int(self.conv_layers, [len(h["conv_filters"]) for h in hs], m),
+            filters=_narrow_int(self.filters, [v for h in hs for v in h["conv_filters"]], m),
+            fc_layers=_narrow_int(self.fc_layers, [len(h["fc_units"]) for h in hs], m),
+            units=_narrow_int(self.units, [v for h in hs for v in h["fc_units"]], m),
+            l1=_narrow_float(self.l1, [h["l1"] for h in hs], m),
+            l2=_narrow_float(self.l2, [h["l2"] for h in hs], m),
+        )
+
+
+def _gene_from_plain(name: str, value: Any, default: Gene) -> Gene:
+    """One gene from its plain form, with errors that name the gene."""
+    try:
+        if isinstance(default, Categorical):
+            if not isinstance(value, (list, tuple)):
+                example = list(default.choices)
+                raise ConfigError(f"{value!r} is not a list of choices; give e.g. {example}")
+            return Categorical(tuple(value))
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            example = [default.low, default.high]
+            raise ConfigError(f"{value!r} is not a [low, high] pair; give e.g. {example}")
+        if isinstance(default, LogFloat):
+            return LogFloat(value[0], value[1], default.allow_zero)
+        return Integer(value[0], value[1], default.log)
+    except ConfigError as exc:
+        raise ConfigError(f"search space '{name}': {exc}") from None
+
+
+def _check_keys(what: str, given: Mapping, required: tuple[str, ...]) -> None:
+    missing = [k for k in required if k not in given]
+    if missing:
+        raise ConfigError(f"{what} is missing {missing!r}; give all of {', '.join(required)}")
+    unknown = [k for k in given if k not in required]
+    if unknown:
+        raise ConfigError(
+            f"{what} has unknown key(s) {unknown!r}; valid keys are {', '.join(required)}"
+        )
+
+
+def _check_list(name: str, value: Any) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"hparams '{name}' = {value!r} must be a list with one value per layer")
+    return list(value)
+
+
+def _check_layers(name: str, values: list, gene: Gene) -> list:
+    return [_check_value(f"{name}[{i}]", v, gene) for i, v in enumerate(values)]
+
+
+def _check_same_depth(filters: list, kernels: list) -> None:
+    if len(filters) != len(kernels):
+        raise ConfigError(
+            f"hparams has {len(filters)} conv_filters but {len(kernels)} conv_kernels; "
+            "give one kernel per conv layer"
+        )
+
+
+def _check_depth(prefix: str, depth: int, gene: Integer) -> None:
+    if not gene.contains(depth):
+        raise ConfigError(
+            f"hparams has {depth} {prefix} layers, outside {prefix}_layers {gene.describe()}; "
+            "add or remove layers or widen the search space"
+        )
+
+
+def _check_value(name: str, value: Any, gene: Gene) -> Any:
+    """``value`` as a builtin of the gene's type if it lies in the gene, else ConfigError."""
+    if isinstance(gene, Categorical):
+        choice = gene.match(value)
+        if choice is None:
+            raise ConfigError(f"{name} = {value!r} is not {gene.describe()}; use one of those")
+        return choice
+    if isinstance(gene, Integer):
+        ok = _is_int(value)
+        kind = "an integer (bool and 3.0 are not)"
+    else:
+        ok = _is_real(value) and math.isfinite(value)
+        kind = "a finite number"
+    if not ok:
+        raise ConfigError(f"{name} = {value!r} is not {kind}; give {kind} in {gene.describe()}")
+    value = int(value) if isinstance(gene, Integer) else float(value)
+    if not gene.contains(value):
+        raise ConfigError(
+            f"{name} = {value!r} is outside {gene.describe()}; use a value in range "
+            "or widen the search space"
+        )
+    return value
+
+
+def _layer_values(flat: Mapping, prefix: str, depth_key: str, depth: int) -> list:
+    keys = [f"{prefix}_{i}" for i in range(depth)]
+    missing = [k for k in keys if k not in flat]
+    if missing:
+        raise ConfigError(
+            f"flat hyperparameters are missing {missing!r} ({depth_key} = {depth}); "
+            "give one value per layer"
+        )
+    return [flat[k] for k in keys]
+
+
+def _narrow_float(gene: LogFloat, values: list[float], margin: float) -> LogFloat:
+    nonzero = [v for v in values if v != 0.0]
+    if not nonzero:
+        return gene
+    factor = (gene.high / gene.low) ** margin  # >= 1, so min/factor <= min and max*factor >= max
+    low = max(gene.low, min(nonzero) / factor)
+    high = min(gene.high, max(nonzero) * factor)
+    return LogFloat(low, high, gene.allow_zero)
+
+
+def _narrow_int(gene: Integer, values: list[int], margin: float) -> Integer:
+    if gene.log:
+        factor = (gene.high / gene.low) ** margin
+        low, high = math.floor(min(values) / factor), math.ceil(max(values) * factor)
+    else:
+        step = math.ceil(margin * (gene.high - gene.low))
+        low, high = min(values) - step, max(values) + step
+    return Integer(max(gene.low, low), min(gene.high, high), gene.log)
+
+
+# ---- resolution -----------------------------------------------------------------------------
+
+
+def max_conv_layers(resolution: int) -> int:
+    """How many conv layers fit: each is followed by a 2x2 max-pool that floors the map size
+    by half, and the map must still be >= 1 px after the last pool (32 -> 5, 8 -> 3, 1 -> 0)."""
+    if not _is_int(resolution) or resolution < 1:
+        raise ConfigError(f"resolution = {resolution!r} must be a positive integer number of px")
+    return int(resolution).bit_length() - 1
+
+
+def repair(hparams: Mapping, resolution: int) -> tuple[dict, list[str]]:
+    """A copy of ``hparams`` with the deepest conv layers dropped to fit ``resolution``.
+
+    Deterministic, so a repaired genome scores the same on every rank; the notes say what
+    changed and why (empty when nothing did). The input is not modified.
+    """
+    limit = max_conv_layers(resolution)
+    if limit < 1:
+        raise ConfigError(
+            f"resolution = {resolution} px leaves no room for a conv layer and its 2x2 pool; "
+            "use a resolution of at least 2 px"
+        )
+    if not isinstance(hparams, Mapping):
+        raise ConfigError(f"hparams must be a dict, got {type(hparams).__name__}")
+    _check_keys("hparams", hparams, HPARAM_KEYS)
+    filters = _check_list("conv_filters", hparams["conv_filters"])
+    kernels = _check_list("conv_kernels", hparams["conv_kernels"])
+    _check_same_depth(filters, kernels)
+    out = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in hparams.items()}
+    if len(filters) <= limit:
+        return out, []
+    out["conv_filters"], out["conv_kernels"] = filters[:limit], kernels[:limit]
+    note = f"conv layers {len(filters)} -> {limit}: {resolution} px allows at most {limit} poolings"
+    return out, [note]
