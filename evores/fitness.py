@@ -1,0 +1,673 @@
+"""Fitness of one genome at one resolution: train the Hinz CNN, score it on validation data.
+
+The data path follows airbench: a resolution's images live on the device as one uint8 tensor,
+each batch is an index gather plus a float conversion and normalisation, and shuffling uses a
+seeded ``torch.Generator``. Nothing is decoded or resized per epoch.
+
+Training failures never escape :func:`evaluate` / :func:`train_and_test`; they come back as a
+:class:`FitnessResult` with ``status="failed"``, a failure type and ``val_accuracy=0.0`` (the
+penalty). Invalid hyperparameters are a programmer error and raise :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evores.errors import ConfigError, DataError
+from evores.model import build_cnn, count_parameters, weight_tensors
+from evores.seeding import derive_seed
+
+logger = logging.getLogger("evores.fitness")
+
+_LOCAL_RANK_VARS = ("SLURM_LOCALID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class FitnessResult:
+    """Outcome of one evaluation; plain data that crosses processes and reaches disk.
+
+    ``peak_memory_bytes`` is CUDA's max allocated bytes during the evaluation on a GPU; on the
+    CPU it is the peak resident set size of the whole process so far (``ru_maxrss``), an upper
+    bound that never decreases, not the evaluation's own footprint.
+    ``seconds_per_epoch`` includes the per-epoch validation pass; ``images_per_second``
+    counts training images over training-step time only.
+    """
+
+    val_accuracy: float
+    status: str
+    reason: str | None
+    failure: str | None
+    epochs: int
+    best_epoch: int
+    wall_seconds: float
+    seconds_per_epoch: float
+    n_parameters: int
+    peak_memory_bytes: int
+    images_per_second: float
+    repairs: tuple[str, ...] = ()
+    test_accuracy: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-safe builtins only (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["repairs"] = list(self.repairs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitnessResult:
+        """Inverse of :meth:`to_dict`; extra keys (e.g. a record's ``rank``) are ignored."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and _required(f)]
+        if missing:
+            raise ValueError(f"fitness result dict lacks {missing}; pass FitnessResult.to_dict()")
+        kwargs = {k: d[k] for k in names if k in d}
+        kwargs["repairs"] = tuple(kwargs.get("repairs", ()))
+        return cls(**kwargs)
+
+
+def _required(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _local_rank() -> int:
+    """This process's index among the ranks on its node (SLURM first, then MPI launchers)."""
+    for var in _LOCAL_RANK_VARS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to train on.
+
+    ``None`` / ``"auto"``: ``cuda:<local rank>`` when CUDA is available (local rank from
+    ``SLURM_LOCALID``, else ``MPI_LOCALRANKID`` / ``OMPI_COMM_WORLD_LOCAL_RANK``, else 0),
+    otherwise the CPU. Device indices are relative to ``CUDA_VISIBLE_DEVICES``: when the
+    launcher binds one GPU per task only one device is visible, so a local rank beyond the
+    visible count means "my own GPU" and maps to ``cuda:0`` (never modulo, which would silently
+    stack ranks on shared GPUs). Explicit devices are honoured; asking for an absent GPU raises
+    :class:`ConfigError`.
+    """
+    if device is None or device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local, count = _local_rank(), torch.cuda.device_count()
+        if local >= count:
+            logger.info("local rank %d but %d visible GPU(s); using cuda:0", local, count)
+            local = 0
+        return torch.device("cuda", local)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda:<n>'") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for but CUDA is not available; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible"
+            )
+    return dev
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _tensor(array: Any) -> torch.Tensor:
+    if torch.is_tensor(array):
+        return array
+    array = np.asarray(array)
+    return torch.as_tensor(array if array.flags.writeable else array.copy())
+
+
+def _images(array: Any, name: str) -> torch.Tensor:
+    """uint8 (N, C, H, W) images as a contiguous tensor."""
+    tensor = _tensor(array)
+    if tensor.dtype != torch.uint8:
+        raise DataError(f"{name} has dtype {tensor.dtype}; images must be uint8 (N, C, H, W)")
+    return tensor.contiguous()
+
+
+def _labels(array: Any, name: str) -> torch.Tensor:
+    """Integer class labels as int64."""
+    tensor = _tensor(array)
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise DataError(f"{name} has dtype {tensor.dtype}; labels must be integer class indices")
+    return tensor.to(torch.int64).contiguous()
+
+
+def _check_split(x: torch.Tensor, y: torch.Tensor, n_classes: int, name: str) -> None:
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise DataError(f"{name} images have shape {tuple(x.shape)}; need non-empty (N, C, H, W)")
+    if y.shape != (x.shape[0],):
+        raise DataError(f"{name} labels have shape {tuple(y.shape)}; need ({x.shape[0]},)")
+    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+        raise DataError(
+            f"{name} labels span {int(y.min())}..{int(y.max())}; need 0..{n_classes - 1}"
+        )
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-channel mean and std of uint8 images, from 256-bin histograms.
+
+    Histograms avoid a float copy of the whole split (1.2 GB in float64 at 128 px) and make
+    the statistics independent of summation order, hence of threads and device.
+    """
+    values = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        hist = torch.bincount(x[:, c].reshape(-1).cpu(), minlength=256).to(torch.float64)
+        n = hist.sum()
+        mean = (hist * values).sum() / n
+        var = (hist * (values - mean) ** 2).sum() / n
+        means.append(float(mean))
+        stds.append(float(var.sqrt()) or 1.0)  # a constant channel is left unscaled
+    shape = (1, x.shape[1], 1, 1)
+    return torch.tensor(means).reshape(shape), torch.tensor(stds).reshape(shape)
+
+
+class PreparedData:
+    """One resolution of a dataset held in memory on the training device.
+
+    ``train_x`` / ``eval_x`` are uint8 ``(N, C, H, W)`` tensors, labels int64. ``eval_split``
+    names what the evaluation arrays are: ``"val"`` or ``"test"`` when built from a cache,
+    ``None`` when the caller supplied arrays (the caller then knows what they hold).
+    """
+
+    def __init__(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        eval_x: torch.Tensor,
+        eval_y: torch.Tensor,
+        n_classes: int,
+        *,
+        device: str | torch.device = "cpu",
+        eval_split: str | None = None,
+    ) -> None:
+        if n_classes < 2:
+            raise DataError(f"n_classes is {n_classes}; a classifier needs at least 2 classes")
+        _check_split(train_x, train_y, n_classes, "train")
+        _check_split(eval_x, eval_y, n_classes, "evaluation")
+        if train_x.shape[1:] != eval_x.shape[1:]:
+            raise DataError(
+                f"train images are {tuple(train_x.shape[1:])} but evaluation images are "
+                f"{tuple(eval_x.shape[1:])}; both splits must come from one resolution"
+            )
+        self.device = resolve_device(device)
+        self.n_classes = int(n_classes)
+        self.eval_split = eval_split
+        mean, std = _channel_stats(train_x)
+        self.mean, self.std = mean.to(self.device), std.to(self.device)
+        self.train_x, self.train_y = train_x.to(self.device), train_y.to(self.device)
+        self.eval_x, self.eval_y = eval_x.to(self.device), eval_y.to(self.device)
+
+    @classmethod
+    def from_arrays(
+        cls, train_x, train_y, val_x, val_y, n_classes: int, *, device: str | torch.device = "cpu"
+    ) -> PreparedData:
+        """From numpy arrays or tensors: images uint8 (N, C, H, W), integer labels (N,)."""
+        return cls(
+            _images(train_x, "train_x"),
+            _labels(train_y, "train_y"),
+            _images(val_x, "val_x"),
+            _labels(val_y, "val_y"),
+            n_classes,
+            device=device,
+        )
+
+    @classmethod
+    def from_cache(
+        cls, cache, resolution: int, *, device: str | torch.device = "cpu", final: bool = False
+    ) -> PreparedData:
+        """From a :class:`evores.cache.DatasetCache`.
+
+        ``final=False``: train on "train", evaluate on "val" (the test split is never read).
+        ``final=True``: train on "train+val", evaluate on "test".
+        """
+        train_split, eval_split = ("train+val", "test") if final else ("train", "val")
+        train_x, train_y = cache.arrays(resolution, train_split)
+        eval_x, eval_y = cache.arrays(resolution, eval_split)
+        return cls(
+            _images(train_x, f"{train_split} images"),
+            _labels(train_y, f"{train_split} labels"),
+            _images(eval_x, f"{eval_split} images"),
+            _labels(eval_y, f"{eval_split} labels"),
+            cache.n_classes,
+            device=device,
+            eval_split=eval_split,
+        )
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    def to(self, device: str | torch.device) -> PreparedData:
+        """The same data on ``device`` (self when already there)."""
+        dev = resolve_device(device)
+        if dev == self.device:
+            return self
+        moved = object.__new__(PreparedData)
+        moved.__dict__.update(self.__dict__)
+        for name in ("train_x", "train_y", "eval_x", "eval_y", "mean", "std"):
+            setattr(moved, name, getattr(self, name).to(dev))
+        moved.device = dev
+        return moved
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images on the device -> normalised float32."""
+        return images.float().sub_(self.mean).div_(self.std)
+
+    def train_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather one training batch by index and normalise it on the device."""
+        return self.normalise(self.train_x[indices]), self.train_y[indices]
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The evaluation split in order, in chunks of ``batch_size``."""
+        for start in range(0, self.eval_x.shape[0], batch_size):
+            stop = start + batch_size
+            yield self.normalise(self.eval_x[start:stop]), self.eval_y[start:stop]
+
+
+def _prepare(data, resolution: int, device, filter: str, final: bool) -> PreparedData:
+    """Turn any accepted ``data`` argument into PreparedData for ``resolution``."""
+    if isinstance(data, PreparedData):
+        prepared = data if device is None else data.to(device)
+        if final and prepared.eval_split == "val":
+            raise ConfigError(
+                "train_and_test got PreparedData whose evaluation split is 'val'; "
+                "build it with PreparedData.from_cache(..., final=True)"
+            )
+    else:
+        if isinstance(data, (str, Path)):
+            from evores.cache import open_cache  # lazy: fitness works from arrays alone
+
+            data = open_cache(data, [resolution], filter=filter)
+        prepared = PreparedData.from_cache(data, resolution, device=device or "auto", final=final)
+    if prepared.train_x.shape[-2:] != (resolution, resolution):
+        raise ConfigError(
+            f"data holds {tuple(prepared.train_x.shape[-2:])} px images but resolution is "
+            f"{resolution}; pass data prepared at that resolution"
+        )
+    return prepared
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _NonFinite(Exception):
+    """The loss or the network's outputs became NaN or infinite."""
+
+
+class _BudgetExceeded(Exception):
+    """The evaluation ran out of its ``max_seconds``."""
+
+
+@dataclass
+class _Progress:
+    """Mutable record of one training attempt, readable after it fails."""
+
+    epochs: int = 0
+    best_epoch: int = 0
+    best_accuracy: float = 0.0
+    last_accuracy: float = 0.0
+    train_seconds: float = 0.0
+    epoch_seconds: float = 0.0
+    images: int = 0
+    n_parameters: int = 0
+
+
+def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l1: float, l2: float):
+    """Cross-entropy plus l1 * sum|w| + l2 * sum w^2 over weights (biases are not penalised)."""
+    loss = F.cross_entropy(model(x), y)
+    if l1 or l2:
+        weights = weight_tensors(model)
+        if l1:
+            loss = loss + l1 * sum(w.abs().sum() for w in weights)
+        if l2:
+            loss = loss + l2 * sum(w.pow(2).sum() for w in weights)
+    return loss
+
+
+def train_step(model: nn.Module, optimizer, x, y, l1: float, l2: float) -> float:
+    """One SGD step on a batch; raises _NonFinite before stepping on a NaN/inf loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = objective(model, x, y, l1, l2)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise _NonFinite(f"loss became {value}")
+    loss.backward()
+    optimizer.step()
+    return value
+
+
+def make_optimizer(model: nn.Module, hparams: dict) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 at the genome's learning rate (regularisation is in the loss)."""
+    return torch.optim.SGD(model.parameters(), lr=float(hparams["learning_rate"]), momentum=0.9)
+
+
+def init_model(hparams: dict, data: PreparedData, seed: int) -> nn.Module:
+    """Build and initialise the network reproducibly without touching the caller's RNG.
+
+    Initialisation always happens on the CPU, so a seed gives the same weights on any device.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(derive_seed(seed, "init"))
+        model = build_cnn(hparams, data.resolution, data.n_classes, data.in_channels)
+    return model.to(data.device)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: PreparedData, batch_size: int) -> float:
+    """Accuracy on the evaluation split; non-finite outputs raise _NonFinite."""
+    model.eval()
+    correct = 0
+    for x, y in data.eval_batches(batch_size):
+        logits = model(x)
+        if not bool(torch.isfinite(logits).all()):
+            raise _NonFinite("network outputs became non-finite")
+        correct += int((logits.argmax(dim=1) == y).sum())
+    model.train()
+    return correct / int(data.eval_y.shape[0])
+
+
+def _train_epoch(model, optimizer, data, hparams, shuffle, deadline, progress) -> None:
+    """One pass over the training split in a seeded random order."""
+    batch_size = int(hparams["batch_size"])
+    l1, l2 = float(hparams["l1"]), float(hparams["l2"])
+    order = torch.randperm(data.train_x.shape[0], generator=shuffle).to(data.device)
+    start = time.perf_counter()
+    try:
+        for batch in order.split(batch_size):
+            x, y = data.train_batch(batch)
+            train_step(model, optimizer, x, y, l1, l2)
+            progress.images += int(batch.shape[0])
+            if deadline is not None and time.perf_counter() > deadline:
+                raise _BudgetExceeded("max_seconds exceeded")
+    finally:  # a failed epoch's batches still count towards images_per_second
+        progress.train_seconds += time.perf_counter() - start
+
+
+def _fit(hparams, data, *, seed, max_epochs, patience, deadline, progress, validate) -> nn.Module:
+    """Train; with ``validate`` score every epoch and stop early, else run ``max_epochs``."""
+    model = init_model(hparams, data, seed)
+    progress.n_parameters = count_parameters(model)
+    optimizer = make_optimizer(model, hparams)
+    shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
+    batch_size = int(hparams["batch_size"])
+    for epoch in range(1, max_epochs + 1):
+        start = time.perf_counter()
+        _train_epoch(model, optimizer, data, hparams, shuffle, deadline, progress)
+        progress.epochs = epoch
+        if validate:
+            progress.last_accuracy = accuracy(model, data, batch_size)
+            if progress.last_accuracy > progress.best_accuracy or progress.best_epoch == 0:
+                progress.best_accuracy, progress.best_epoch = progress.last_accuracy, epoch
+        progress.epoch_seconds += time.perf_counter() - start
+        if validate and epoch - progress.best_epoch >= patience:
+            break
+    return model
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _peak_memory(device: torch.device) -> int:
+    """CUDA max allocated bytes on a GPU; on the CPU the process's peak RSS (lifetime)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
+
+
+def _release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+def _result(progress: _Progress, start: float, device, repairs, **fields) -> FitnessResult:
+    """Assemble a FitnessResult from an attempt's progress plus status fields."""
+    epochs = progress.epochs
+    return FitnessResult(
+        epochs=epochs,
+        best_epoch=progress.best_epoch,
+        wall_seconds=time.perf_counter() - start,
+        seconds_per_epoch=progress.epoch_seconds / epochs if epochs else 0.0,
+        n_parameters=progress.n_parameters,
+        peak_memory_bytes=_peak_memory(device),
+        images_per_second=_rate(progress.images, progress.train_seconds),
+        repairs=tuple(repairs),
+        **fields,
+    )
+
+
+def _failed(progress, start, device, repairs, *, failure: str, reason: str, final: bool):
+    logger.warning("evaluation failed (%s): %s", failure, reason)
+    fields = {"val_accuracy": 0.0, "status": "failed", "reason": reason, "failure": failure}
+    return _result(progress, start, device, repairs, test_accuracy=0.0 if final else None, **fields)
+
+
+def _attempt(hparams: dict, data: PreparedData, progress: _Progress, final: bool, **fit) -> dict:
+    """One training run; the accuracy fields of its result."""
+    model = _fit(hparams, data, progress=progress, validate=not final, **fit)
+    if not final:
+        return {"val_accuracy": progress.best_accuracy}
+    progress.best_epoch = progress.epochs
+    return {"val_accuracy": 0.0, "test_accuracy": accuracy(model, data, hparams["batch_size"])}
+
+
+def _run(hparams, data, repairs, *, start, max_seconds, final, **fit) -> FitnessResult:
+    """Train with failure handling and one out-of-memory retry at half the batch size."""
+    # The budget starts here, after data preparation (a first cache build is not training).
+    fit["deadline"] = None if max_seconds is None else time.perf_counter() + max_seconds
+    hparams, repairs = dict(hparams), list(repairs)
+    fail = {"start": start, "device": data.device, "repairs": repairs, "final": final}
+    for attempt in range(2):
+        progress = _Progress()
+        try:
+            fields = _attempt(hparams, data, progress, final, **fit)
+            ok = {"status": "ok", "reason": None, "failure": None}
+            return _result(progress, start, data.device, repairs, **ok, **fields)
+        except ConfigError:
+            raise  # the genome cannot be built: a programmer error, not a training failure
+        except _NonFinite as exc:
+            return _failed(progress, failure="nan", reason=str(exc), **fail)
+        except _BudgetExceeded:
+            reason = f"exceeded max_seconds={max_seconds} after {progress.epochs} epoch(s)"
+            return _failed(progress, failure="budget", reason=reason, **fail)
+        except Exception as exc:  # noqa: BLE001 - any training failure becomes a result
+            if not _is_oom(exc):
+                logger.debug("training raised", exc_info=True)
+                return _failed(progress, failure="exception", reason=_one_line(exc), **fail)
+            batch = int(hparams["batch_size"])
+            if attempt == 1 or batch < 2:
+                return _failed(progress, failure="oom", reason=_one_line(exc), **fail)
+            repairs.append(f"batch size {batch} -> {batch // 2} after out-of-memory")
+            hparams["batch_size"] = batch // 2
+        _release_memory(data.device)  # after the handler, so the failed attempt is freed
+    raise AssertionError("unreachable")
+
+
+def _checked_genome(hparams: dict, resolution: int, space) -> tuple[dict, list[str]]:
+    """Validate with ``space`` (ConfigError when invalid) and repair for the resolution."""
+    from evores.space import SearchSpace, repair  # lazy: space and fitness are independent
+
+    space = SearchSpace() if space is None else space
+    valid = space.validate(hparams)
+    repaired, notes = repair(valid, resolution)
+    return repaired, list(notes)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (untouched when ``threads`` is None)."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ConfigError(f"threads={threads} must be at least 1 (or None to leave torch alone)")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if int(value) < 1:
+            raise ConfigError(f"{name}={value} must be a positive integer")
+
+
+def evaluate(
+    hparams: dict,
+    resolution: int,
+    data,
+    *,
+    seed: int,
+    device: str | torch.device | None = None,
+    max_epochs: int = 50,
+    patience: int = 5,
+    max_seconds: float | None = None,
+    space=None,
+    filter: str = "box",
+    threads: int | None = None,
+) -> FitnessResult:
+    """Train the genome's CNN at ``resolution`` and return its best validation accuracy.
+
+    ``data``: a :class:`PreparedData`, a :class:`evores.cache.DatasetCache`, or a source
+    path/str (opened with ``open_cache(data, [resolution], filter=filter)``; ``filter`` is used
+    only then). Only the train and val splits are read. Hyperparameters are validated with
+    ``space`` (default ``SearchSpace()``; ConfigError when invalid) and then repaired for the
+    resolution; the repair notes come back in ``repairs``. Training stops after ``patience``
+    epochs without a strictly better validation accuracy, or at ``max_epochs``.
+    ``max_seconds`` bounds training plus validation of this call (checked after every batch;
+    data loading excluded, one out-of-memory retry included). Same seed, same device and same
+    thread count give a bit-identical result; another thread count may not (BLAS splits some
+    gradient reductions by thread), so pass ``threads`` to make runs comparable.
+    """
+    start = time.perf_counter()
+    _check_counts(max_epochs=max_epochs, patience=patience)
+    hp, repairs = _checked_genome(hparams, resolution, space)
+    prepared = _prepare(data, resolution, device, filter, final=False)
+    with _threads(threads):
+        if prepared.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(prepared.device)
+        return _run(
+            hp,
+            prepared,
+            repairs,
+            start=start,
+            max_seconds=max_seconds,
+            final=False,
+            seed=seed,
+            max_epochs=max_epochs,
+            patience=patience,
+        )
+
+
+def train_and_test(
+    hparams: dict,
+    resolution: int,
+    data,
+    *,
+    seed: int,
+    epochs: int,
+    device: str | torch.device | None = None,
+    max_seconds: float | None = None,
+    space=None,
+    filter: str = "box",
+    threads: int | None = None,
+) -> FitnessResult:
+    """Retrain on train+val for exactly ``epochs`` epochs and score once on the test split.
+
+    The result carries ``test_accuracy``; ``val_accuracy`` is 0.0 because there is no
+    validation split in a final run, and ``best_epoch`` equals ``epochs``. A failed final run
+    has status "failed" and ``test_accuracy`` 0.0. With PreparedData, its evaluation arrays
+    are scored as the test set (build it with ``from_cache(..., final=True)``).
+    """
+    start = time.perf_counter()
+    _check_counts(epochs=epochs)
+    hp, repairs = _checked_genome(hparams, resolution, space)
+    prepared = _prepare(data, resolution, device, filter, final=True)
+    with _threads(threads):
+        if prepared.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(prepared.device)
+        return _run(
+            hp,
+            prepared,
+            repairs,
+            start=start,
+            max_seconds=max_seconds,
+            final=True,
+            seed=seed,
+            max_epochs=epochs,
+            patience=epochs,
+        )
+
+
+def keep_heap(trim_threshold: int = 1 << 30) -> bool:
+    """Opt-in: make glibc keep freed memory instead of mapping/unmapping it every batch.
+
+    Sets ``mallopt(M_MMAP_MAX, 0)`` and a large ``M_TRIM_THRESHOLD`` for the whole process
+    (see /work/shared/perf/NOTES.md: large activation buffers otherwise page-fault on every
+    batch). Affects every allocation in the process and cannot be undone cleanly, so only
+    call it from an entry point you own (a worker, a benchmark), never from a library.
+    Returns False where glibc's mallopt is not available.
+    """
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    ok = mallopt(m_trim_threshold, int(trim_threshold)) == 1
+    return bool(mallopt(m_mmap_max, 0) == 1 and ok)
