@@ -1,0 +1,267 @@
+"""Plots and summary helpers for a run directory.
+
+matplotlib is imported inside the plotting functions, so importing this module costs nothing.
+Figures are drawn on their own Agg canvas without pyplot: no display needed, no global backend
+switch, no figure left registered anywhere (each is cleared after saving).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["spearman", "format_progress", "plot_progress", "plot_elites"]
+
+_DPI = 100
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n; tied values share the average of the ranks they span."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(new_group) - 1
+    starts = np.r_[np.flatnonzero(new_group), len(values)]  # group g spans starts[g]:starts[g+1]
+    ranks = np.empty(len(values))
+    ranks[order] = (starts[group] + starts[group + 1] - 1) / 2 + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation (average ranks for ties), or None when it is undefined.
+
+    Undefined means fewer than 2 pairs or no variation in either sequence. Raises ValueError
+    for sequences of different lengths or non-finite values.
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"spearman needs two flat sequences of equal length, got {a.shape}, {b.shape}"
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("spearman needs finite values; drop NaN or infinite entries first")
+    if len(a) < 2:
+        return None
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    if denominator == 0.0:
+        return None
+    return max(-1.0, min(1.0, float(ra @ rb) / denominator))
+
+
+def _duration(seconds: float) -> str:
+    """Compact duration: 45s, 3m12s, 2h05m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_progress(
+    stage: int,
+    n_stages: int,
+    resolution: int,
+    done: int,
+    total: int,
+    best: float | None,
+    median: float | None,
+    elapsed: float,
+    remaining: float | None,
+) -> str:
+    """One progress line, e.g. ``stage 2/3  64 px  evals 40/72  best 0.812  median 0.640
+    elapsed 3m12s  eta 1m40s``.
+
+    ``stage`` is shown as given (pass it 1-based); ``best``/``median`` None (nothing succeeded
+    yet) show as "-"; ``remaining`` None (no estimate yet) shows as "eta ?".
+    """
+    eta = "?" if remaining is None else _duration(remaining)
+    return (
+        f"stage {stage}/{n_stages}  {resolution} px  evals {done}/{total}  "
+        f"best {_accuracy(best)}  median {_accuracy(median)}  "
+        f"elapsed {_duration(elapsed)}  eta {eta}"
+    )
+
+
+def _figure(size: tuple[float, float] = (7.0, 4.5)) -> Any:
+    """A Figure drawn by an explicit Agg canvas and never registered with pyplot.
+
+    No ``matplotlib.use``: switching the global backend would close the figures of a caller
+    who already uses pyplot (a notebook), and a Figure with its own Agg canvas needs no backend
+    and no display.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Write the PNG atomically: temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            fig.savefig(handle, format="png")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        fig.clear()
+
+
+def _message_plot(path: Path, message: str) -> None:
+    fig = _figure((5.0, 3.0))
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=14)
+    ax.set_axis_off()
+    _save(fig, path)
+
+
+def _stage_of(record: dict) -> int:
+    return int(record["stage"]) if "stage" in record else int(record["key"][0])
+
+
+def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
+    """Per evaluation (search records, completion order): x values and stage-wise statistics.
+
+    ``best`` and ``median`` are over the successful evaluations of the *current stage* so far
+    (cumulative, not rolling): accuracies at different resolutions are not comparable, so both
+    restart at each stage boundary. They are NaN until the stage has a success. Failed
+    evaluations still advance the evaluation count.
+    """
+    search = [r for r in records if r.get("kind", "search") == "search"]
+    best, median, stages, accuracy = [], [], [], []
+    current, scores = None, []
+    for record in search:
+        stage = _stage_of(record)
+        if stage != current:
+            current, scores = stage, []
+        ok = record.get("status") == "ok"
+        if ok:
+            scores.append(float(record["val_accuracy"]))
+        accuracy.append(float(record["val_accuracy"]) if ok else math.nan)
+        best.append(max(scores) if scores else math.nan)
+        median.append(float(np.median(scores)) if scores else math.nan)
+        stages.append(stage)
+    return {
+        "evaluations": np.arange(1, len(search) + 1, dtype=float),
+        "minutes": np.array([float(r["elapsed"]) / 60 for r in search]),
+        "resolution": np.array([int(r["resolution"]) for r in search]),
+        "stage": np.array(stages, dtype=int),
+        "accuracy": np.array(accuracy),
+        "best": np.array(best),
+        "median": np.array(median),
+    }
+
+
+def _stage_starts(series: dict[str, np.ndarray]) -> np.ndarray:
+    stage = series["stage"]
+    return np.flatnonzero(np.r_[True, stage[1:] != stage[:-1]])
+
+
+def _boundary(x: np.ndarray, start: int, on_time_axis: bool) -> float:
+    """Where a stage starts: just before its first evaluation, or (on the time axis) when the
+    previous stage's last evaluation completed (the run's start for the first stage)."""
+    if not on_time_axis:
+        return float(x[start]) - 0.5
+    return float(x[start - 1]) if start > 0 else 0.0
+
+
+def _draw_progress(ax: Any, x: np.ndarray, series: dict[str, np.ndarray], on_time: bool) -> None:
+    ok = ~np.isnan(series["accuracy"])
+    ax.scatter(x[ok], series["accuracy"][ok], s=8, color="0.65", label="evaluation")
+    if (~ok).any():
+        ax.scatter(x[~ok], np.zeros((~ok).sum()), s=14, marker="x", color="tab:red", label="failed")
+    starts = list(_stage_starts(series))
+    for n, (a, b) in enumerate(zip(starts, starts[1:] + [len(x)], strict=True)):
+        # One segment per stage: the statistics restart, so the lines must not join stages.
+        labels = ("best in stage", "median in stage") if n == 0 else (None, None)
+        ax.step(x[a:b], series["best"][a:b], where="post", color="tab:blue", label=labels[0])
+        ax.plot(x[a:b], series["median"][a:b], color="tab:orange", label=labels[1])
+        pos = _boundary(x, a, on_time)
+        ax.axvline(pos, color="0.3", linestyle="--", linewidth=0.8)
+        ax.annotate(
+            f"{series['resolution'][a]} px",
+            (pos, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=9,
+        )
+    ax.set_xlabel("wall time (minutes)" if on_time else "evaluations (completion order)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+
+
+def plot_progress(records: list[dict], path_evaluations: Path, path_time: Path) -> None:
+    """Best and median validation accuracy per stage against evaluations and wall time.
+
+    Uses the ``kind == "search"`` records in completion order (see ``progress_series``);
+    dashed lines mark where each stage starts, labelled with its resolution. Without any
+    search record both files show "no evaluations yet".
+    """
+    series = progress_series(records)
+    if len(series["evaluations"]) == 0:
+        _message_plot(path_evaluations, "no evaluations yet")
+        _message_plot(path_time, "no evaluations yet")
+        return
+    for path, key in ((path_evaluations, "evaluations"), (path_time, "minutes")):
+        fig = _figure((8.5, 4.5))
+        _draw_progress(fig.add_subplot(), series[key], series, on_time=key == "minutes")
+        fig.tight_layout()
+        _save(fig, path)
+
+
+def plot_elites(transitions: list[dict], path: Path) -> None:
+    """Each stage change: the elites' accuracy at the low vs the high resolution.
+
+    One colour per transition, the diagonal y = x, Spearman rho in the legend (the stored
+    ``rank_correlation``, recomputed when absent). With no transitions the file still gets
+    written, showing "no stage changes", so the run directory always has the same plots.
+    """
+    if not transitions:
+        _message_plot(path, "no stage changes")
+        return
+    fig = _figure((5.5, 5.0))
+    ax = fig.add_subplot()
+    values: list[float] = []
+    for t in transitions:
+        low, high = list(t["low"]), list(t["high"])
+        if len(low) != len(high):
+            raise ValueError(
+                f"transition {t['from_resolution']}->{t['to_resolution']} has "
+                f"{len(low)} low and {len(high)} high accuracies"
+            )
+        rho = t.get("rank_correlation")
+        rho = spearman(low, high) if rho is None and len(low) > 1 else rho
+        label = f"{t['from_resolution']} → {t['to_resolution']} px  (ρ = "
+        label += "n/a)" if rho is None else f"{rho:.2f})"
+        ax.scatter(low, high, s=28, alpha=0.8, label=label)
+        values += low + high
+    lo = min(values, default=0.0) - 0.02
+    hi = max(values, default=1.0) + 0.02
+    ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=0.8, label="y = x")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("validation accuracy at the lower resolution")
+    ax.set_ylabel("validation accuracy at the higher resolution")
+    ax.set_title("elites re-evaluated at each stage change")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,176 @@
+"""Tests for evores.report: Spearman correlation, progress line, and that the plots get written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evores.report import format_progress, plot_elites, plot_progress, progress_series, spearman
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+# --- spearman ---------------------------------------------------------------------------------
+
+
+def test_spearman_perfect_monotone_is_plus_or_minus_one():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_spearman_known_value_without_ties():
+    # d = ranks differ by (0, 0, -1, 1, 0) -> rho = 1 - 6 * 2 / (5 * 24) = 0.9
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 8, 7, 10]) == pytest.approx(0.9)
+
+
+def test_spearman_with_ties_uses_average_ranks():
+    # x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4): Pearson of the ranks = 0.9486833
+    assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(3 / np.sqrt(10))
+    # both tied: x ranks (1.5, 1.5, 3, 4), y ranks (1, 2.5, 2.5, 4)
+    rx, ry = np.array([1.5, 1.5, 3, 4]), np.array([1, 2.5, 2.5, 4])
+    expected = np.corrcoef(rx, ry)[0, 1]
+    assert spearman([2, 2, 5, 7], [0.3, 0.6, 0.6, 0.9]) == pytest.approx(expected)
+
+
+def test_spearman_undefined_cases_give_none():
+    assert spearman([], []) is None
+    assert spearman([0.5], [0.7]) is None
+    assert spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]) is None
+    assert spearman([0.1, 0.2, 0.3], [0.4, 0.4, 0.4]) is None
+
+
+def test_spearman_rejects_bad_input():
+    with pytest.raises(ValueError, match="equal length"):
+        spearman([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="finite"):
+        spearman([1, float("nan")], [1, 2])
+
+
+# --- format_progress --------------------------------------------------------------------------
+
+
+def test_format_progress_matches_the_documented_line():
+    line = format_progress(2, 3, 64, 40, 72, 0.8123, 0.64, 192.0, 100.0)
+    assert line == (
+        "stage 2/3  64 px  evals 40/72  best 0.812  median 0.640  elapsed 3m12s  eta 1m40s"
+    )
+
+
+def test_format_progress_unknowns_and_long_durations():
+    line = format_progress(1, 1, 32, 0, 10, None, None, 7265.0, None)
+    assert line == "stage 1/1  32 px  evals 0/10  best -  median -  elapsed 2h01m  eta ?"
+    assert format_progress(1, 2, 16, 3, 8, 0.5, 0.5, 5.4, 0.0).endswith("elapsed 5s  eta 0s")
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+def make_records(stages=((16, 6), (32, 5)), fail_every: int = 0) -> list[dict]:
+    """Search records shaped like evaluations.jsonl lines, in completion order."""
+    rng = np.random.default_rng(0)
+    records, elapsed, n = [], 0.0, 0
+    for stage, (resolution, count) in enumerate(stages):
+        for i in range(count):
+            n += 1
+            elapsed += float(rng.uniform(5, 30))
+            failed = fail_every and n % fail_every == 0
+            records.append(
+                {
+                    "key": [stage, i // 3, i % 3],
+                    "kind": "search",
+                    "stage": stage,
+                    "resolution": resolution,
+                    "elapsed": elapsed,
+                    "status": "failed" if failed else "ok",
+                    "val_accuracy": 0.0 if failed else float(rng.uniform(0.2, 0.9)),
+                }
+            )
+    records.append({**records[-1], "kind": "final", "key": [9, 0, 0]})  # must be ignored
+    return records
+
+
+def test_progress_series_is_per_stage_and_skips_failures():
+    records = [
+        {"stage": 0, "resolution": 16, "elapsed": 60, "status": "ok", "val_accuracy": 0.4},
+        {"stage": 0, "resolution": 16, "elapsed": 120, "status": "failed", "val_accuracy": 0.0},
+        {"stage": 0, "resolution": 16, "elapsed": 180, "status": "ok", "val_accuracy": 0.6},
+        {"stage": 1, "resolution": 32, "elapsed": 240, "status": "failed", "val_accuracy": 0.0},
+        {"stage": 1, "resolution": 32, "elapsed": 300, "status": "ok", "val_accuracy": 0.3},
+        {"stage": 1, "kind": "final", "resolution": 32, "elapsed": 360, "status": "ok",
+         "val_accuracy": 0.99},
+    ]  # fmt: skip
+    series = progress_series(records)
+    assert series["evaluations"].tolist() == [1, 2, 3, 4, 5]
+    assert series["minutes"].tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(series["best"], [0.4, 0.4, 0.6, np.nan, 0.3])
+    np.testing.assert_allclose(series["median"], [0.4, 0.4, 0.5, np.nan, 0.3])
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        make_records(),
+        make_records(fail_every=3),
+        make_records(stages=((32, 7),)),
+        make_records(stages=((16, 1), (32, 1), (64, 1))),
+        [],
+    ],
+    ids=["normal", "with-failures", "single-stage", "one-per-stage", "empty"],
+)
+def test_plot_progress_writes_two_pngs(tmp_path, records):
+    plot_progress(records, tmp_path / "evaluations.png", tmp_path / "time.png")
+    assert_png(tmp_path / "evaluations.png")
+    assert_png(tmp_path / "time.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluations.png", "time.png"]
+
+
+def test_plot_progress_all_failed_stage(tmp_path):
+    records = make_records(stages=((16, 3),), fail_every=1)
+    plot_progress(records, tmp_path / "e.png", tmp_path / "t.png")
+    assert_png(tmp_path / "e.png")
+
+
+def test_plot_elites_writes_png(tmp_path):
+    transitions = [
+        {"from_resolution": 16, "to_resolution": 32, "low": [0.5, 0.6, 0.7],
+         "high": [0.55, 0.7, 0.65], "rank_correlation": 0.5},
+        {"from_resolution": 32, "to_resolution": 64, "low": [0.6, 0.62],
+         "high": [0.7, 0.0], "rank_correlation": None},
+        {"from_resolution": 64, "to_resolution": 128, "low": [0.8], "high": [0.82],
+         "rank_correlation": None},
+    ]  # fmt: skip
+    plot_elites(transitions, tmp_path / "elites.png")
+    assert_png(tmp_path / "elites.png")
+
+
+def test_plot_elites_without_transitions_writes_a_placeholder(tmp_path):
+    plot_elites([], tmp_path / "elites.png")
+    assert_png(tmp_path / "elites.png")
+
+
+def test_plot_elites_rejects_mismatched_lengths(tmp_path):
+    bad = [{"from_resolution": 16, "to_resolution": 32, "low": [0.5], "high": [0.5, 0.6]}]
+    with pytest.raises(ValueError, match="1 low and 2 high"):
+        plot_elites(bad, tmp_path / "elites.png")
+    assert not (tmp_path / "elites.png").exists()
+
+
+def test_plotting_leaves_no_pyplot_state_and_import_is_light(tmp_path):
+    code = (
+        "import sys\n"
+        "import evores.report as r\n"
+        "assert 'matplotlib' not in sys.modules, 'import loaded matplotlib'\n"
+        f"r.plot_elites([], {str(tmp_path / 'x.png')!r})\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was used'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert_png(tmp_path / "x.png")
