@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from evores.errors import ConfigError
 
@@ -53,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
         "tournament": 3,
         "crossover": 0.5,
         "mutation": 0.9,
+        "mutation_genes": 0.3,
+        "mutation_sigma": 0.15,
     },
     "train": {
         "max_epochs": 12,
@@ -201,23 +204,35 @@ def _resolve_data(data: dict[str, Any]) -> None:
 
 def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
     chosen = EMBEDDED_SCHEDULE if embedded else DEFAULT_SCHEDULE
-    for key in ("resolutions", "evaluations"):
-        if not schedule[key]:
-            schedule[key] = list(chosen[key])
-        if any(not isinstance(v, int) for v in schedule[key]):
-            raise ConfigError(f"schedule.{key} must be whole numbers, got {schedule[key]}")
-    resolutions, evaluations = schedule["resolutions"], schedule["evaluations"]
+    if not schedule["resolutions"]:
+        schedule["resolutions"] = list(chosen["resolutions"])
+    resolutions = schedule["resolutions"]
+    if any(not isinstance(v, int) for v in resolutions):
+        raise ConfigError(f"schedule.resolutions must be whole numbers, got {resolutions}")
+    if any(r < 2 for r in resolutions) or resolutions != sorted(set(resolutions)):
+        raise ConfigError(
+            f"schedule.resolutions must be strictly increasing pixel sizes >= 2, got {resolutions}"
+        )
+    if not schedule["evaluations"]:
+        schedule["evaluations"] = _split_budget(sum(chosen["evaluations"]), len(resolutions))
+    evaluations = schedule["evaluations"]
+    if any(not isinstance(v, int) for v in evaluations):
+        raise ConfigError(f"schedule.evaluations must be whole numbers, got {evaluations}")
     if len(resolutions) != len(evaluations):
         raise ConfigError(
             f"schedule.resolutions has {len(resolutions)} stages but schedule.evaluations has "
             f"{len(evaluations)}; give one evaluation budget per resolution"
         )
-    if any(r < 2 for r in resolutions) or resolutions != sorted(set(resolutions)):
-        raise ConfigError(
-            f"schedule.resolutions must be strictly increasing pixel sizes >= 2, got {resolutions}"
-        )
     if not 0.0 <= schedule["narrow_margin"] <= 10.0:
-        raise ConfigError(f"schedule.narrow_margin must lie in [0, 10], got {schedule['narrow_margin']}")
+        raise ConfigError(
+            f"schedule.narrow_margin must lie in [0, 10], got {schedule['narrow_margin']}"
+        )
+
+
+def _split_budget(total: int, stages: int) -> list[int]:
+    """Hinz's decreasing split (3:2:1 for three stages) of ``total`` evaluations."""
+    weights = list(range(stages, 0, -1))
+    return [max(1, round(total * w / sum(weights))) for w in weights]
 
 
 def _check_search(search: dict[str, Any], schedule: dict[str, Any]) -> None:
@@ -238,7 +253,12 @@ def _check_search(search: dict[str, Any], schedule: dict[str, Any]) -> None:
         )
     if search["tournament"] < 1:
         raise ConfigError(f"search.tournament must be >= 1, got {search['tournament']}")
-    for key in ("crossover", "mutation"):
+    if not 0.0 < search["mutation_sigma"] <= 1.0:
+        raise ConfigError(
+            "search.mutation_sigma is a fraction of each gene's log range in (0, 1], "
+            f"got {search['mutation_sigma']}"
+        )
+    for key in ("crossover", "mutation", "mutation_genes"):
         if not 0.0 <= search[key] <= 1.0:
             raise ConfigError(f"search.{key} is a probability in [0, 1], got {search[key]}")
     first, *later = schedule["evaluations"]
@@ -249,8 +269,8 @@ def _check_search(search: dict[str, Any], schedule: dict[str, Any]) -> None:
         )
     if any(n < elites for n in later):
         raise ConfigError(
-            f"schedule.evaluations {schedule['evaluations']}: every later stage must allow at least "
-            f"schedule.elites = {elites} evaluations, to re-evaluate the elites"
+            f"schedule.evaluations {schedule['evaluations']}: every later stage must allow at "
+            f"least schedule.elites = {elites} evaluations, to re-evaluate the elites"
         )
 
 

@@ -84,7 +84,7 @@ class Driver:
             logged[tuple(task["key"])] = entry
 
         fresh = self.evaluator.map([tasks[i] for i in todo], on_result=record)
-        for i, result in zip(todo, fresh):
+        for i, result in zip(todo, fresh, strict=True):
             results[i] = result
         return results  # type: ignore[return-value]
 
@@ -137,15 +137,15 @@ class Driver:
         resolutions, budgets = search.schedule["resolutions"], search.schedule["evaluations"]
         seconds = (budgets[stage] - used) * per_evaluation
         for later in range(stage + 1, len(resolutions)):
-            seconds += budgets[later] * per_evaluation * (resolutions[later] / resolutions[stage]) ** 2
+            seconds += (
+                budgets[later] * per_evaluation * (resolutions[later] / resolutions[stage]) ** 2
+            )
         return seconds
 
     def summary(self, search: LadderSearch) -> dict[str, Any]:
         winner = search.winner()
         records = self.run_dir.read_records()
-        failures = Counter(
-            r.get("failure") or "unknown" for r in records if r["status"] != "ok"
-        )
+        failures = Counter(r.get("failure") or "unknown" for r in records if r["status"] != "ok")
         return {
             "best_hparams": winner["hparams"] if winner else None,
             "test_accuracy": winner["test_accuracy"] if winner else None,

@@ -84,7 +84,12 @@ class LadderSearch:
         toolbox = base.Toolbox()
         toolbox.register("sample", lambda space, rng: space.sample(rng))
         toolbox.register("mate", operators.crossover)
-        toolbox.register("mutate", operators.mutate)
+        toolbox.register(
+            "mutate",
+            operators.mutate,
+            gene_prob=self.search["mutation_genes"],
+            sigma=self.search["mutation_sigma"],
+        )
         toolbox.register("select", operators.tournament, size=self.search["tournament"])
         return toolbox
 
@@ -160,7 +165,9 @@ class LadderSearch:
         parents = [population[i]["hparams"] for i in self.toolbox.select(fitnesses, count, rng=rng)]
         return self._vary(parents, space, rng)
 
-    def _vary(self, parents: list[dict], space: SearchSpace, rng: np.random.Generator) -> list[dict]:
+    def _vary(
+        self, parents: list[dict], space: SearchSpace, rng: np.random.Generator
+    ) -> list[dict]:
         """Crossover of consecutive parents, then mutation; a child equal to a parent mutates."""
         children = [copy.deepcopy(p) for p in parents]
         for i in range(0, len(children) - 1, 2):
@@ -182,9 +189,7 @@ class LadderSearch:
         else:
             picks = rng.integers(len(elites), size=max(fill, 0))
             children = self._vary([elites[i]["hparams"] for i in picks], space, rng)
-        extra = [
-            {"elite_of": [self.state["stage"] - 1, member["fitness"]]} for member in elites
-        ]
+        extra = [{"elite_of": [self.state["stage"] - 1, member["fitness"]]} for member in elites]
         return self._tasks([m["hparams"] for m in elites] + children, extra)
 
     def _final_tasks(self) -> list[dict]:
@@ -210,7 +215,7 @@ class LadderSearch:
         if self.state["phase"] == "final":
             self._tell_final(tasks, results)
             return
-        members = [self._member(task, result) for task, result in zip(tasks, results)]
+        members = [self._member(task, result) for task, result in zip(tasks, results, strict=True)]
         self.state["n_evaluations"] += len(members)
         self.state["stage_used"] += len(members)
         self.state["stage_scores"] += [m["fitness"] for m in members if m["status"] == "ok"]
@@ -295,7 +300,7 @@ class LadderSearch:
                 "reason": result.get("reason"),
                 "epochs": task["epochs"],
             }
-            for task, result in zip(tasks, results)
+            for task, result in zip(tasks, results, strict=True)
         ]
         self.state["phase"] = "done"
 

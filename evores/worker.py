@@ -35,7 +35,9 @@ def load_function(spec: str) -> Callable[..., Any]:
         ) from None
     function = getattr(module, name, None)
     if not callable(function):
-        raise ConfigError(f"fitness.function {spec!r}: module {module_name!r} has no function {name!r}")
+        raise ConfigError(
+            f"fitness.function {spec!r}: module {module_name!r} has no function {name!r}"
+        )
     return function
 
 
@@ -55,7 +57,9 @@ class FinalSplits:
     def arrays(self, resolution: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         mapped = {"train": "train+val", "val": "test"}.get(split)
         if mapped is None:
-            raise ConfigError(f"the final retraining offers the splits train and val, not {split!r}")
+            raise ConfigError(
+                f"the final retraining offers the splits train and val, not {split!r}"
+            )
         return self.cache.arrays(resolution, mapped)
 
 
@@ -90,7 +94,9 @@ def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
     train = config["train"]
     space = SearchSpace.from_dict(config["space"])
     device = resolve_device(train["device"])
-    user_function = load_function(config["fitness"]["function"]) if config["fitness"]["function"] else None
+    user_function = (
+        load_function(config["fitness"]["function"]) if config["fitness"]["function"] else None
+    )
     budget = train["max_seconds"] or None
     resident: dict[tuple[int, bool], PreparedData] = {}
 

@@ -1,0 +1,27 @@
+"""User fitness functions the tests plug in through ``fitness.function``."""
+
+import os
+
+from evores.fitness import evaluate
+
+_calls = 0
+
+
+def dies_hard_once(hparams, resolution, data, *, seed, device, max_epochs, patience,
+                   max_seconds, space, filter):  # fmt: skip
+    """The built-in fitness, but the process exits at once at the Nth call of this process
+    when EVORES_TEST_DIE_AT=N is set: a stand-in for kill -9 in the middle of a generation."""
+    global _calls
+    _calls += 1
+    if _calls == int(os.environ.get("EVORES_TEST_DIE_AT", "0")):
+        os._exit(137)
+    return evaluate(
+        hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
+        patience=patience, max_seconds=max_seconds, space=space, filter=filter,
+    )  # fmt: skip
+
+
+def accuracy_from_seed(hparams, resolution, data, *, seed, device, max_epochs, patience,
+                       max_seconds, space, filter):  # fmt: skip
+    """No training: a float derived from the genome, for fast tests of the search loop."""
+    return (seed % 1000) / 1000 * 0.5 + len(hparams["conv_filters"]) / 20 + resolution / 1000

@@ -1,0 +1,84 @@
+import pytest
+import tomllib
+
+from evores import config as configuration
+from evores.errors import ConfigError
+
+
+def test_defaults_resolve_to_the_embedded_ladder():
+    config = configuration.load()
+    assert config["data"]["path"] == "embedded"
+    assert config["schedule"]["resolutions"] == [16, 32, 64]
+    assert config["schedule"]["evaluations"] == [24, 16, 8]
+
+
+def test_user_data_gets_the_hinz_ladder():
+    config = configuration.load(overrides=["data.path=/some/folder"])
+    assert config["schedule"]["resolutions"] == [32, 64, 128]
+    assert config["schedule"]["evaluations"] == [750, 500, 250]
+
+
+def test_required_keys_exist():
+    config = configuration.load()
+    for dotted in (
+        "data.path data.filter schedule.resolutions schedule.evaluations schedule.elites "
+        "search.strategy search.population train.max_epochs train.patience train.max_seconds "
+        "fitness.function"
+    ).split():
+        section, key = dotted.split(".")
+        assert key in config[section]
+    assert "seed" in config
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    config = configuration.load(overrides=["seed=7", "space.learning_rate=[0.001, 0.1]"])
+    path = tmp_path / "config.toml"
+    path.write_text(configuration.to_toml(config))
+    assert tomllib.loads(path.read_text())["seed"] == 7
+    assert configuration.load(path) == config
+
+
+def test_overrides_parse_toml_values_and_bare_strings():
+    assert configuration.parse_override("schedule.resolutions=[8, 16]") == {
+        "schedule": {"resolutions": [8, 16]}
+    }
+    assert configuration.parse_override("data.path=/a/b c") == {"data": {"path": "/a/b c"}}
+    assert configuration.parse_override("train.max_seconds=2") == {"train": {"max_seconds": 2}}
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("schedule.resolution=[16]", "valid keys here: elites, evaluations, narrow"),
+        ("bogus=1", "unknown key 'bogus'"),
+        ("seed=1.5", "seed must be int"),
+        ("search.population=true", "must be int"),
+        ("data.filter=fancy", "use one of nearest, box"),
+        ("search.strategy=annealing", "use one of ga, random"),
+        ("schedule.resolutions=[64, 32]", "strictly increasing"),
+        ("schedule.evaluations=[10, 5]", "3 stages but schedule.evaluations has 2"),
+        ("space.learning_rate=[1.0, 0.001]", "learning_rate"),
+        ("train.patience=0", "train.patience must be >= 1"),
+        ("fitness.function=nocolon", "package.module:function"),
+        ("data=3", "[data] is a section"),
+        ("noequals", "section.key=value"),
+    ],
+)
+def test_bad_values_name_the_problem(override, fragment):
+    with pytest.raises(ConfigError, match=None) as caught:
+        configuration.load(overrides=[override])
+    assert fragment in str(caught.value)
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        configuration.load(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        configuration.load(tmp_path / "absent.toml")
+
+
+def test_first_stage_must_hold_a_population():
+    with pytest.raises(ConfigError, match="at least one whole population"):
+        configuration.load(overrides=["schedule.evaluations=[4, 4, 4]", "search.population=8"])

@@ -1,0 +1,177 @@
+"""The CLI and the run directory: bad input, fresh/resume rules, end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_RUN, evaluations, shared_dataset, summary
+from PIL import Image
+
+
+def make_folder(root: Path, classes=("a", "b"), per_class=4, size=(24, 24)) -> Path:
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            colour = (index * 120, i * 30, 200 - index * 90)
+            Image.new("RGB", size, colour).save(root / name / f"{i}.png")
+    return root
+
+
+def assert_refused(result, fragment: str, run_dir: Path):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evores: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in lines[0], lines[0]
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["bogus.key=1"], "unknown key 'bogus'"),
+        (["train.max_epochs=many"], "train.max_epochs must be int"),
+        (["space.filters=[64, 8]"], "filters"),
+        (["data.filter=sharp"], "use one of nearest, box"),
+        (["data.path=/nonexistent/images"], "/nonexistent/images"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(cli, tmp_path, overrides, fragment):
+    run_dir = tmp_path / "run"
+    assert_refused(cli("--out", str(run_dir), overrides=overrides), fragment, run_dir)
+
+
+def test_config_file_that_is_not_toml(cli, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("this is not toml\n")
+    run_dir = tmp_path / "run"
+    assert_refused(cli("--config", str(config), "--out", str(run_dir)), "not valid TOML", run_dir)
+
+
+def test_bad_datasets_are_refused(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    single = make_folder(tmp_path / "single", classes=("only",))
+    small = make_folder(tmp_path / "small", per_class=6, size=(12, 12))
+    cases = [
+        (empty, [], str(empty)),
+        (single, [], "class"),
+        (small, ["schedule.resolutions=[16, 32]", "schedule.evaluations=[8, 4]"], "px"),
+    ]
+    for folder, extra, fragment in cases:
+        run_dir = tmp_path / f"run-{folder.name}"
+        result = cli("--out", str(run_dir), overrides=[f"data.path={folder}", *extra])
+        assert_refused(result, fragment, run_dir)
+
+
+def test_fresh_run_into_a_non_empty_directory_is_refused(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "precious.txt").write_text("keep me")
+    result = cli("--out", str(run_dir), overrides=TINY_RUN)
+    assert result.returncode == 2 and "not empty" in result.stderr
+    assert [p.name for p in run_dir.iterdir()] == ["precious.txt"]
+    result = cli("--out", str(tmp_path / "nothing"), "--resume")
+    assert result.returncode == 2 and "nothing to resume" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    """One uninterrupted tiny run on the embedded data, shared by the comparisons below."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    command = [sys.executable, "-m", "evores.run", "--out", str(run_dir)]
+    for item in TINY_RUN:
+        command += ["--set", item]
+    env = {**os.environ, "EVORES_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT / "tests")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+@pytest.mark.slow
+def test_end_to_end_on_embedded_data(tiny_run):
+    run_dir, result = tiny_run
+    names = ("config.toml", "evaluations.jsonl", "checkpoint.json", "summary.json",
+             "progress_evaluations.png", "progress_time.png", "elites_low_vs_high.png")  # fmt: skip
+    for name in names:
+        assert (run_dir / name).is_file(), name
+    result_summary = summary(run_dir)
+    assert result_summary["test_resolution"] == 16
+    assert result_summary["n_evaluations"] == 10
+    assert 0.0 <= result_summary["test_accuracy"] <= 1.0
+    assert [s["resolution"] for s in result_summary["stages"]] == [8, 16]
+    assert result_summary["stages"][0]["rank_correlation"] is None
+    assert "rank_correlation" in result_summary["stages"][1]
+    records = [
+        json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()
+    ]
+    for field in ("hparams", "resolution", "stage", "generation", "status", "val_accuracy",
+                  "wall_seconds", "rank", "seed"):  # fmt: skip
+        assert all(field in record for record in records), field
+    assert sum(r["kind"] == "final" for r in records) == 2
+    assert "stage 2/2" in result.stderr and "eta" in result.stderr
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted(cli, tmp_path):
+    plugin = ["fitness.function=fitness_plugins:dies_hard_once"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert cli("--out", str(whole), overrides=TINY_RUN + plugin).returncode == 0
+    died = cli("--out", str(broken), overrides=TINY_RUN + plugin, env={"EVORES_TEST_DIE_AT": "8"})
+    assert died.returncode != 0
+    assert not (broken / "summary.json").exists()
+    done_before = len((broken / "evaluations.jsonl").read_text().splitlines())
+    assert done_before == 7
+    resumed = cli("--out", str(broken), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "reusing 1 evaluations" in resumed.stderr
+    assert evaluations(broken) == evaluations(whole)
+    for field in ("best_hparams", "test_accuracy", "n_evaluations", "stages"):
+        if field == "stages":
+            strip = [
+                {k: v for k, v in s.items() if k != "wall_seconds"} for s in summary(whole)[field]
+            ]
+            assert strip == [
+                {k: v for k, v in s.items() if k != "wall_seconds"} for s in summary(broken)[field]
+            ]
+        else:
+            assert summary(broken)[field] == summary(whole)[field]
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_mpi_run_equals_serial_run(cli, tmp_path, tiny_run):
+    import shutil
+
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec is not installed (pip install mpich)")
+    serial_dir, _ = tiny_run
+    mpi_dir = tmp_path / "mpi"
+    result = cli("--out", str(mpi_dir), overrides=TINY_RUN, mpi_ranks=3)
+    assert result.returncode == 0, result.stderr
+    assert evaluations(mpi_dir) == evaluations(serial_dir)
+    assert summary(mpi_dir)["best_hparams"] == summary(serial_dir)["best_hparams"]
+    assert summary(mpi_dir)["test_accuracy"] == summary(serial_dir)["test_accuracy"]
+    ranks = {json.loads(line)["rank"] for line in (mpi_dir / "evaluations.jsonl").open()}
+    assert ranks == {1, 2}
+
+
+@pytest.mark.slow
+def test_end_to_end_on_hymenoptera(cli, tmp_path):
+    folder = shared_dataset("hymenoptera")
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_RUN, f"data.path={folder}", "schedule.resolutions=[16, 32]"]
+    result = cli("--out", str(run_dir), overrides=overrides)
+    assert result.returncode == 0, result.stderr
+    result_summary = summary(run_dir)
+    assert result_summary["data"]["classes"] == ["ants", "bees"]
+    assert result_summary["test_resolution"] == 32
+    assert 0.0 <= result_summary["test_accuracy"] <= 1.0
