@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         "mutation": 0.9,
         "mutation_genes": 0.3,
         "mutation_sigma": 0.15,
+        "asynchronous": False,
     },
     "train": {
         "max_epochs": 12,
@@ -65,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
         "threads": 0,
     },
     "fitness": {"function": ""},
+    # How a run stops early (walltime warning, preemption, Ctrl-C): evaluations still running
+    # get this long to finish before they are abandoned and re-run on --resume.
+    "stop": {"grace_seconds": 60.0},
 }
 
 STRATEGIES = ("ga", "random")
@@ -78,8 +82,11 @@ def _space_defaults() -> dict[str, Any]:
 
 def defaults() -> dict[str, Any]:
     """A fresh copy of every key with its default value."""
+    from evores import slurm
+
     config = copy.deepcopy(DEFAULTS)
     config[_SPACE_SECTION] = _space_defaults()
+    config["slurm"] = copy.deepcopy(slurm.DEFAULTS)
     return config
 
 
@@ -158,10 +165,14 @@ def _checked_type(name: str, default: Any, value: Any) -> Any:
         value = float(value) if ok else value
     else:
         ok = isinstance(value, type(default))
+    strings = name == "slurm.extra"  # the one list of strings: sbatch flags
     if isinstance(default, list) and ok:
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        element = str if strings else (int, float)
+        ok = all(isinstance(v, element) and not isinstance(v, bool) for v in value)
     if not ok:
-        expected = "a list of numbers" if isinstance(default, list) else type(default).__name__
+        expected = type(default).__name__
+        if isinstance(default, list):
+            expected = "a list of strings" if strings else "a list of numbers"
         raise ConfigError(
             f"{name} must be {expected}, got {value!r} ({type(value).__name__}); "
             f"e.g. {name} = {to_toml_value(default)}"
@@ -179,6 +190,11 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _check_search(config["search"], config["schedule"])
     _check_train(config["train"])
     _check_fitness(config["fitness"])
+    if config["stop"]["grace_seconds"] < 0:
+        raise ConfigError(f"stop.grace_seconds must be >= 0, got {config['stop']['grace_seconds']}")
+    from evores import slurm
+
+    config["slurm"] = slurm.settings(config["slurm"])
     from evores.space import SearchSpace
 
     config[_SPACE_SECTION] = SearchSpace.from_dict(config[_SPACE_SECTION]).to_dict()

@@ -1,0 +1,443 @@
+"""evores.slurm: job environment, GPU binding, sbatch rendering; the batch scripts on real SLURM.
+
+The `slurm`-marked tests bring up a single-node cluster (tests/slurm_cluster.py) and skip when
+SLURM is not installed (.ci/install-slurm installs it). Regenerate the stored expected script
+only deliberately: ``python tests/test_slurm.py --regenerate``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
+
+from evores import slurm
+from evores.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = ROOT / "tests" / "data" / "expected.sbatch"
+SCRIPTS = {
+    "single": "evores.sbatch",
+    "multinode": "evores-multinode.sbatch",
+    "cpu": "evores-cpu.sbatch",
+}
+
+# A config exercising every flag: quoting (a space), GPUs, extras with and without a value.
+EXPECTED_CONFIG = {
+    "slurm": {
+        "partition": "gpu",
+        "account": "proj one",
+        "time": "02:00:00",
+        "gpus_per_node": 4,
+        "cpus_per_task": 8,
+        "signal_seconds": 300,
+        "extra": ["--qos=high", "--exclusive"],
+    }
+}
+
+
+def render_expected() -> str:
+    return slurm.render_sbatch(
+        EXPECTED_CONFIG, config_path="/data/my run.toml", run_dir="runs/exp 1"
+    )
+
+
+# --------------------------------------------------------------------------- environment
+
+STEP = {  # task 3 of a 5-task step: 3 tasks on node 0, 2 on node 1
+    "SLURM_JOB_ID": "42",
+    "SLURM_RESTART_COUNT": "1",
+    "SLURM_PROCID": "3",
+    "SLURM_NTASKS": "5",
+    "SLURM_NODEID": "1",
+    "SLURM_LOCALID": "0",
+    "SLURM_STEP_TASKS_PER_NODE": "3,2",
+}
+
+
+def test_environment_of_a_task():
+    env = slurm.SlurmEnvironment.from_env(STEP)
+    assert env.in_job and env.job_id == 42 and env.restart_count == 1
+    assert (env.procid, env.ntasks, env.node_id, env.local_id, env.local_tasks) == (3, 5, 1, 0, 2)
+
+
+def test_environment_outside_slurm():
+    env = slurm.SlurmEnvironment.from_env({"PATH": "/bin"})
+    assert not env.in_job and env.job_id is None
+    assert (env.procid, env.ntasks, env.local_id, env.local_tasks, env.restart_count) == (
+        0, 1, 0, 1, 0
+    )  # fmt: skip
+
+
+def test_tasks_per_node_repeat_syntax():
+    env = {**STEP, "SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "3", "SLURM_NTASKS": "7"}
+    assert slurm.SlurmEnvironment.from_env(env).local_tasks == 1
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"SLURM_LOCALID": "2"}, "SLURM_LOCALID=2"),
+        ({"SLURM_PROCID": "5"}, "SLURM_PROCID=5"),
+        ({"SLURM_PROCID": "x"}, "SLURM_PROCID='x'"),
+        ({"SLURM_NTASKS": "0"}, "SLURM_NTASKS='0'"),
+        ({"SLURM_JOB_ID": "12a"}, "SLURM_JOB_ID='12a'"),
+        ({"SLURM_RESTART_COUNT": "-1"}, "SLURM_RESTART_COUNT='-1'"),
+        ({"SLURM_NODEID": "2"}, "SLURM_NODEID=2"),
+        ({"SLURM_STEP_TASKS_PER_NODE": "3;2"}, "'3;2'"),
+        ({"SLURM_STEP_TASKS_PER_NODE": None, "SLURM_NTASKS_PER_NODE": "1", "SLURM_LOCALID": "1"},
+         "SLURM_LOCALID=1"),
+    ],
+)  # fmt: skip
+def test_inconsistent_environment_is_one_clear_line(change, words):
+    env = {k: v for k, v in {**STEP, **change}.items() if v is not None}
+    with pytest.raises(ConfigError) as caught:
+        slurm.SlurmEnvironment.from_env(env)
+    message = str(caught.value)
+    assert words in message and "\n" not in message
+
+
+# --------------------------------------------------------------------------- GPU of a rank
+
+
+def task(procid: int, ntasks: int, node: int, local: int, per_node: str, **extra: str) -> dict:
+    env = {
+        "SLURM_JOB_ID": "7", "SLURM_PROCID": str(procid), "SLURM_NTASKS": str(ntasks),
+        "SLURM_NODEID": str(node), "SLURM_LOCALID": str(local),
+        "SLURM_STEP_TASKS_PER_NODE": per_node,
+    }  # fmt: skip
+    return {**env, **extra}
+
+
+def test_gpu_of_each_rank_on_the_driver_node():
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    found = [slurm.local_gpu_index(task(r, 5, 0, r, "5", **gpus)) for r in range(5)]
+    assert found == [None, 0, 1, 2, 3]  # the driver takes none; every GPU gets one rank
+
+
+def test_gpu_of_each_rank_on_another_node():
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    found = [slurm.local_gpu_index(task(3 + r, 5, 1, r, "3,2", **gpus)) for r in range(2)]
+    assert found == [0, 1]
+
+
+def test_gpu_bound_per_task_is_device_zero():
+    assert slurm.local_gpu_index(task(2, 3, 0, 2, "3", CUDA_VISIBLE_DEVICES="3")) == 0
+
+
+def test_serial_run_uses_its_gpu():
+    assert slurm.local_gpu_index(task(0, 1, 0, 0, "1", CUDA_VISIBLE_DEVICES="0,1")) == 0
+
+
+@pytest.mark.parametrize("visible", ["", "NoDevFiles"])
+def test_no_gpu_allocated(visible):
+    assert slurm.local_gpu_index(task(1, 3, 0, 1, "3", CUDA_VISIBLE_DEVICES=visible)) is None
+
+
+def test_outside_slurm_no_gpu_is_chosen():
+    assert slurm.local_gpu_index({"CUDA_VISIBLE_DEVICES": "0,1"}) is None
+
+
+def test_unchecked_without_visible_devices():
+    assert slurm.local_gpu_index(task(2, 3, 0, 2, "3")) == 1
+
+
+def test_more_ranks_than_gpus_is_an_error_not_a_modulo():
+    with pytest.raises(ConfigError, match="needs GPU 2 but only 2 are visible"):
+        slurm.local_gpu_index(task(3, 4, 0, 3, "4", CUDA_VISIBLE_DEVICES="0,1"))
+
+
+# --------------------------------------------------------------------------- settings, render
+
+
+def test_settings_defaults_and_checks():
+    assert slurm.settings(None) == slurm.DEFAULTS
+    assert slurm.settings({"nodes": 2})["nodes"] == 2
+
+
+@pytest.mark.parametrize(
+    "section, words",
+    [
+        ({"node": 2}, "unknown key slurm.node"),
+        ({"nodes": "2"}, "slurm.nodes must be int"),
+        ({"nodes": True}, "slurm.nodes must be int"),
+        ({"nodes": 0}, "slurm.nodes must be >= 1"),
+        ({"gpus_per_node": -1}, "slurm.gpus_per_node must be >= 0"),
+        ({"time": "1h"}, "slurm.time '1h'"),
+        ({"time": "00:01:00", "signal_seconds": 60}, "slurm.signal_seconds = 60"),
+        ({"extra": ["-p gpu"]}, "slurm.extra entry '-p gpu'"),
+        ({"extra": "--qos=high"}, "slurm.extra must be a list of strings"),
+        ({"gpus_per_node": 2, "workers_per_node": 3}, "slurm.workers_per_node = 3 exceeds"),
+    ],
+)
+def test_bad_settings(section, words):
+    with pytest.raises(ConfigError) as caught:
+        slurm.settings(section)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90", 5400), ("1:30", 90), ("01:00:00", 3600), ("2-0", 172800), ("1-0:0:1", 86401)],
+)
+def test_walltime_formats(text, seconds):
+    assert slurm.walltime_seconds(text) == seconds
+
+
+def test_render_matches_the_stored_script():
+    assert render_expected() == EXPECTED.read_text()
+
+
+def test_render_multinode_places_the_driver_slot_per_node():
+    script = slurm.render_sbatch(
+        {"slurm": {"nodes": 3, "gpus_per_node": 2}}, config_path="c.toml", run_dir=None
+    )
+    assert "#SBATCH --nodes=3\n" in script and "#SBATCH --ntasks-per-node=3\n" in script
+    assert "--distribution=arbitrary" in script and "set -- c.toml '' \"$@\"" in script
+
+
+def test_extra_flags_replace_generated_ones():
+    script = slurm.render_sbatch(
+        {"slurm": {"extra": ["--output=logs/%j.txt"]}}, config_path="c.toml", run_dir="r"
+    )
+    assert "#SBATCH --output=logs/%j.txt\n" in script and "evores-%j.out" not in script
+
+
+def test_body_requeues_on_the_drivers_exit_code():
+    assert f"checkpointed={slurm.EXIT_CHECKPOINTED} " in slurm.script_body()
+
+
+@pytest.mark.parametrize("mode", sorted(SCRIPTS))
+def test_script_files_share_the_body(mode):
+    text = (ROOT / "slurm" / SCRIPTS[mode]).read_text()
+    marker = slurm.script_body(mode).splitlines()[0]
+    assert marker in text, f"slurm/{SCRIPTS[mode]} lost the body marker line"
+    assert text[text.index(marker) :] == slurm.script_body(mode), (
+        f"slurm/{SCRIPTS[mode]} differs from evores.slurm.script_body({mode!r}): copy it over"
+    )
+
+
+@pytest.mark.parametrize("name", [*SCRIPTS.values(), "rendered"])
+def test_scripts_are_valid_bash(name, tmp_path):
+    path = ROOT / "slurm" / name
+    if name == "rendered":
+        path = tmp_path / "job.sbatch"
+        path.write_text(render_expected())
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "evores.slurm", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+def test_cli_prints_the_script(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("seed = 1\n[search]\npopulation = 4\n")
+    result = run_cli("--config", str(config), "--out", "runs/a")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("#!/bin/bash\n")
+    assert f"set -- {config.resolve()} runs/a" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [("seed = -1\n", "seed must be >= 0"), ("[slurm]\nnodes = 0\n", "slurm.nodes must be >= 1")],
+)
+def test_cli_bad_config_is_exit_2_one_line(tmp_path, text, words):
+    config = tmp_path / "run.toml"
+    config.write_text(text)
+    result = run_cli("--config", str(config))
+    assert result.returncode == 2 and result.stdout == ""
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def fake_command(directory: Path, name: str, body: str) -> Path:
+    path = directory / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_requeue_runs_scontrol(tmp_path, monkeypatch):
+    log = tmp_path / "calls"
+    fake_command(tmp_path, "scontrol", f'echo "$@" > {log}\n')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    slurm.requeue(17)
+    assert log.read_text() == "requeue 17\n"
+
+
+def test_requeue_reports_failure_and_missing_scontrol(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(slurm.SlurmError, match="scontrol is not on PATH"):
+        slurm.requeue(17)
+    fake_command(tmp_path, "scontrol", 'echo "Requested operation is disabled" >&2; exit 1\n')
+    with pytest.raises(slurm.SlurmError, match="Requested operation is disabled"):
+        slurm.requeue(17)
+
+
+# --------------------------------------------------------------------------- real SLURM
+
+# Stands in for `python -m evores.run` in the requeue test: the first start creates the run and
+# waits for SIGUSR1, then exits like a checkpointing driver; a start that finds config.toml
+# finishes the run.
+FAKE_DRIVER = """\
+log=$FAKE_LOG
+echo "start restart=${SLURM_RESTART_COUNT:-0}: $*" >> "$log"
+prev=
+for arg in "$@"; do
+    [ "$prev" = --out ] && out=$arg
+    prev=$arg
+done
+mkdir -p "$out"
+if [ -f "$out/config.toml" ]; then
+    echo '{"test_accuracy": 0.5}' > "$out/summary.json"
+    exit 0
+fi
+echo "seed = 0" > "$out/config.toml"
+trap 'echo "SIGUSR1" >> "$log"; exit 75' USR1
+touch "$out/waiting"
+while :; do sleep 0.1; done
+"""
+
+# Prints what each rank sees, for the layout tests of the multinode and CPU scripts.
+RANK_PROBE = """\
+exec {python} -c '
+import os
+from mpi4py import MPI
+from evores.slurm import local_gpu_index
+comm = MPI.COMM_WORLD
+print("rank", comm.Get_rank(), "size", comm.Get_size(), "gpu", local_gpu_index(), flush=True)
+'
+"""
+
+
+def wait_for_file(path: Path, timeout: float, cluster, job_id: int) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} not created in {timeout} s: {cluster.job_info(job_id)}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slurm
+def test_harness_runs_a_3_rank_mpi_job(slurm_cluster, tmp_path):  # noqa: F811
+    """The size check guards the trap of a wrong --mpi plugin: 3 worlds of size 1, all exit 0."""
+    out = tmp_path / "job.out"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\nsrun --mpi=pmi2 python -c "
+        "'from mpi4py import MPI; print(MPI.COMM_WORLD.Get_size())'\n"
+    )
+    job = slurm_cluster.sbatch(["-n", "3", "-o", str(out), str(script)])
+    assert slurm_cluster.wait(job, timeout=60) == "COMPLETED", out.read_text()
+    assert out.read_text().split() == ["3", "3", "3"]
+
+
+@pytest.mark.slurm
+def test_walltime_warning_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):  # noqa: F811
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_command(bin_dir, "python", FAKE_DRIVER)
+    run_dir, log, out = tmp_path / "run", tmp_path / "starts.log", tmp_path / "job.out"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{slurm_cluster.env['PATH']}", "FAKE_LOG": str(log)}
+    job = slurm_cluster.sbatch(
+        ["-n", "1", "-o", str(out), str(ROOT / "slurm" / "evores.sbatch"), "my.toml",
+         str(run_dir), "--quiet"], env=env,
+    )  # fmt: skip
+    wait_for_file(run_dir / "waiting", 30, slurm_cluster, job)
+    # What SLURM does at --signal=B:USR1@N, delivered now: SIGUSR1 to the batch shell only.
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", str(job))
+    assert slurm_cluster.wait(job, timeout=60) == "COMPLETED", out.read_text()
+    info = slurm_cluster.job_info(job)
+    assert info["Restarts"] == "1" and info["ExitCode"] == "0:0"
+    starts = log.read_text().splitlines()
+    assert starts == [
+        f"start restart=0: -m evores.run --config my.toml --out {run_dir} --quiet",
+        "SIGUSR1",
+        f"start restart=1: -m evores.run --config my.toml --out {run_dir} --resume --quiet",
+    ]
+    assert json.loads((run_dir / "summary.json").read_text()) == {"test_accuracy": 0.5}
+    output = out.read_text()  # --open-mode=append: both starts are in it
+    assert "requeueing job" in output and "run finished" in output
+
+
+@pytest.mark.slurm
+def test_multinode_and_cpu_scripts_lay_out_the_ranks(slurm_cluster, tmp_path):  # noqa: F811
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_command(bin_dir, "python", RANK_PROBE.format(python=sys.executable))
+    env = {"PATH": f"{bin_dir}{os.pathsep}{slurm_cluster.env['PATH']}"}
+    # One node standing in for the first of several: the driver plus 2 evaluators, 2 "GPUs".
+    multi = slurm_cluster.sbatch(
+        ["-N", "1", "--ntasks-per-node=3", "-o", str(tmp_path / "multi.out"),
+         str(ROOT / "slurm" / "evores-multinode.sbatch"), "c.toml", str(tmp_path / "m")],
+        env={**env, "CUDA_VISIBLE_DEVICES": "0,1"},
+    )  # fmt: skip
+    cpu = slurm_cluster.sbatch(
+        ["-o", str(tmp_path / "cpu.out"), str(ROOT / "slurm" / "evores-cpu.sbatch"), "c.toml",
+         str(tmp_path / "c")], env={**env, "EVORES_THREADS": "2"},
+    )  # fmt: skip
+    for job, name in ((multi, "multi.out"), (cpu, "cpu.out")):
+        assert slurm_cluster.wait(job, timeout=60) == "COMPLETED", (tmp_path / name).read_text()
+    multi_lines = sorted(line for line in (tmp_path / "multi.out").read_text().splitlines()
+                         if line.startswith("rank"))  # fmt: skip
+    assert multi_lines == ["rank 0 size 3 gpu None", "rank 1 size 3 gpu 0", "rank 2 size 3 gpu 1"]
+    cpu_lines = (tmp_path / "cpu.out").read_text().splitlines()
+    # 4 CPUs (the test node's) / 2 threads = 2 ranks; the index goes unused without CUDA
+    assert sorted(line for line in cpu_lines if line.startswith("rank")) == [
+        "rank 0 size 2 gpu None", "rank 1 size 2 gpu 0"
+    ]  # fmt: skip
+
+
+TINY_CONFIG = """\
+seed = 0
+[schedule]
+resolutions = [8, 16]
+evaluations = [6, 4]
+elites = 2
+[search]
+population = 4
+elitism = 1
+[train]
+max_epochs = 2
+patience = 1
+threads = 1
+[space]
+filters = [8, 32]
+units = [16, 64]
+"""
+
+
+@pytest.mark.slurm
+def test_evores_sbatch_runs_a_tiny_search(slurm_cluster, tmp_path, tmp_path_factory):  # noqa: F811
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG)
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+    env = {"EVORES_CACHE_DIR": str(tmp_path_factory.mktemp("slurm-cache"))}
+    job = slurm_cluster.sbatch(
+        ["-n", "3", "-o", str(out), f"--chdir={tmp_path}", str(ROOT / "slurm" / "evores.sbatch"),
+         str(config), str(run_dir)], env=env,
+    )  # fmt: skip
+    assert slurm_cluster.wait(job, timeout=150) == "COMPLETED", out.read_text()[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--regenerate"]:
+        EXPECTED.parent.mkdir(parents=True, exist_ok=True)
+        EXPECTED.write_text(render_expected())
+        print(f"wrote {EXPECTED}")
+    else:
+        sys.exit("usage: python tests/test_slurm.py --regenerate")
