@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ EVALUATIONS = "evaluations.jsonl"
 CHECKPOINT = "checkpoint.json"
 PREVIOUS = "checkpoint.prev.json"
 SUMMARY = "summary.json"
+LOCK = "lock.json"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -132,5 +134,81 @@ class RunDirectory:
             raise CheckpointError("; ".join(problems) + "; no usable checkpoint to resume from")
         return None
 
+    def lock(self) -> None:
+        """Claim the directory for this process; refuse when a live run holds it.
+
+        The lock file names the host, pid and SLURM job of its holder. It is stale, and taken
+        over, when its holder is a dead process on this host, or when it was left by an earlier
+        start of this same SLURM job (a requeued job keeps its id, maybe not its node).
+        """
+        path = self.file(LOCK)
+        mine = _holder()
+        for _ in range(2):
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder is not None and _alive(holder, mine):
+                    raise CheckpointError(
+                        f"run directory {str(self.path)!r} is in use by a live run (host "
+                        f"{holder.get('host')}, pid {holder.get('pid')}"
+                        + (f", SLURM job {holder['job']}" if holder.get("job") else "")
+                        + f"); wait for it to end, or if it is dead, delete {path}"
+                    ) from None
+                log.warning("taking over the stale lock of a run that ended without releasing it")
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+                json.dump(mine, stream)
+            self._locked = True
+            return
+        raise CheckpointError(f"could not lock {path}: another run keeps creating it")
+
+    def unlock(self) -> None:
+        """Release the lock taken by :meth:`lock` (harmless when it was not taken)."""
+        if getattr(self, "_locked", False):
+            self.file(LOCK).unlink(missing_ok=True)
+            self._locked = False
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.file(SUMMARY), summary)
+
+
+def _holder() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "job": os.environ.get("SLURM_JOB_ID", ""),
+    }
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    """The lock's holder; None for a lock torn by a crash while it was written."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _alive(holder: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Whether the lock's holder may still be running (unknown counts as alive)."""
+    if holder.get("job") and holder.get("job") == mine["job"]:
+        return False  # an earlier start of this very SLURM job, now requeued
+    if holder.get("host") != mine["host"]:
+        return True  # a process on another node cannot be checked from here
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    # A live pid may have been reused by an unrelated process since the holder died.
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return not command or b"evores" in command  # empty while a process starts or exits

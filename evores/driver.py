@@ -16,8 +16,12 @@ from typing import Any
 from evores import __version__, report
 from evores.checkpoint import RunDirectory
 from evores.search import LadderSearch
+from evores.stopping import RunStopped, StopRequest
 
 log = logging.getLogger("evores")
+
+# The status logged for an evaluation a stop left unfinished; --resume runs it again.
+INTERRUPTED = "interrupted"
 
 PLOTS = {
     "evaluations": "progress_evaluations.png",
@@ -27,19 +31,27 @@ PLOTS = {
 
 
 def _reusable(task: dict[str, Any], record: dict[str, Any] | None) -> bool:
-    return record is not None and all(
-        record.get(field) == task[field] for field in ("kind", "hparams", "resolution", "seed")
+    return (
+        record is not None
+        and record.get("status") != INTERRUPTED
+        and all(
+            record.get(field) == task[field] for field in ("kind", "hparams", "resolution", "seed")
+        )
     )
 
 
 class Driver:
     """Runs one search to the end, from scratch or from the run directory's checkpoint."""
 
-    def __init__(self, config: dict[str, Any], run_dir: RunDirectory, cache, evaluator):
+    def __init__(
+        self, config: dict[str, Any], run_dir: RunDirectory, cache, evaluator,
+        stop: StopRequest | None = None,
+    ):  # fmt: skip
         self.config = config
         self.run_dir = run_dir
         self.cache = cache
         self.evaluator = evaluator
+        self.stop = stop
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
 
@@ -55,8 +67,12 @@ class Driver:
             self.elapsed_before = checkpoint["elapsed"]
             self._log_resume(search, logged)
         while not search.done:
+            if self.stop:
+                self._stopped(search, [])
             tasks = search.ask()
             results = self._evaluate(tasks, logged)
+            if any(result is None for result in results):
+                self._stopped(search, self.evaluator.abandoned)
             self._log_generation(search, tasks, results)
             search.tell(tasks, results, self.elapsed())
             self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
@@ -65,6 +81,20 @@ class Driver:
         self._plot(search)
         return summary
 
+    def _stopped(self, search: LadderSearch, abandoned: list[dict]) -> None:
+        """Record the evaluations a stop left unfinished, checkpoint, and end the run here."""
+        for task in abandoned:
+            entry = self._record(task, {"status": INTERRUPTED, "reason": self.stop.reason})
+            self.run_dir.append_record(entry)
+        self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
+        reason = self.stop.reason if self.stop else "stopped"
+        log.warning(
+            "%s: stopped in stage %d, generation %d (%d evaluation(s) abandoned, to be re-run); "
+            "checkpoint written; continue with --resume",
+            reason, search.stage + 1, search.state["generation"], len(abandoned),
+        )  # fmt: skip
+        raise RunStopped(reason, len(abandoned))
+
     def _log_resume(self, search: LadderSearch, logged: dict) -> None:
         state = search.state
         log.info(
@@ -72,7 +102,7 @@ class Driver:
             state["stage"] + 1, state["generation"], state["n_evaluations"], len(logged),
         )  # fmt: skip
 
-    def _evaluate(self, tasks: list[dict], logged: dict) -> list[dict]:
+    def _evaluate(self, tasks: list[dict], logged: dict) -> list[dict | None]:
         results: list[dict | None] = [logged.get(tuple(t["key"])) for t in tasks]
         todo = [i for i, task in enumerate(tasks) if not _reusable(task, results[i])]
         if len(todo) < len(tasks):
@@ -83,10 +113,10 @@ class Driver:
             self.run_dir.append_record(entry)
             logged[tuple(task["key"])] = entry
 
-        fresh = self.evaluator.map([tasks[i] for i in todo], on_result=record)
+        fresh = self.evaluator.map([tasks[i] for i in todo], on_result=record, stop=self.stop)
         for i, result in zip(todo, fresh, strict=True):
             results[i] = result
-        return results  # type: ignore[return-value]
+        return results
 
     def _record(self, task: dict, result: dict) -> dict[str, Any]:
         stage, generation, index = task["key"]
@@ -144,8 +174,9 @@ class Driver:
 
     def summary(self, search: LadderSearch) -> dict[str, Any]:
         winner = search.winner()
-        records = self.run_dir.read_records()
-        failures = Counter(r.get("failure") or "unknown" for r in records if r["status"] != "ok")
+        failures = Counter(
+            r.get("failure") or "unknown" for r in self._completed() if r["status"] == "failed"
+        )
         return {
             "best_hparams": winner["hparams"] if winner else None,
             "test_accuracy": winner["test_accuracy"] if winner else None,
@@ -169,8 +200,14 @@ class Driver:
             "evores_version": __version__,
         }
 
+    def _completed(self) -> list[dict[str, Any]]:
+        """One record per finished evaluation, in log order (a re-run replaces an interrupted
+        record; a record logged twice around a crash counts once)."""
+        latest = {tuple(r["key"]): r for r in self.run_dir.read_records()}
+        return [r for r in latest.values() if r["status"] != INTERRUPTED]
+
     def _plot(self, search: LadderSearch) -> None:
-        records = [r for r in self.run_dir.read_records() if r["kind"] == "search"]
+        records = [r for r in self._completed() if r["kind"] == "search"]
         report.plot_progress(
             records, self.run_dir.file(PLOTS["evaluations"]), self.run_dir.file(PLOTS["time"])
         )

@@ -6,6 +6,10 @@ task to whichever worker rank is free (dynamic scheduling), while ranks 1..n-1 s
 the ``"rank"`` that ran it, ``on_result(task, result)`` is called on rank 0 as each completes,
 and an exception raised by the work function becomes a failed result instead of killing a rank.
 
+``steady(next_task, on_result, finished, stop)`` is the asynchronous counterpart of ``map``
+(for evores.steady.SteadyStateSearch): a worker that frees gets ``next_task()`` at once, with
+no generation barrier, and the loop runs until the search is finished or stopped.
+
 Tasks and results are plain dicts. A task is
 ``{"key": [stage, generation, index], "kind": "search" | "final", "hparams": {...},
 "resolution": int, "seed": int, "epochs": int | None}``; a result is
@@ -28,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evores.errors import ConfigError
+from evores.stopping import RunInterrupted
 
 __all__ = [
     "Work",
@@ -43,6 +48,7 @@ logger = logging.getLogger("evores.evaluators")
 
 Work = Callable[[dict], dict]
 OnResult = Callable[[dict, dict], None]
+NextTask = Callable[[], dict | None]
 
 # Message tags on the communicator handed to the evaluator.
 TAG_TASK = 11
@@ -83,6 +89,13 @@ def failed_result(reason: str, failure: str) -> dict:
     }
 
 
+def _stalled() -> RuntimeError:
+    return RuntimeError(
+        "steady(): no task to hand out, none running, and the search is not finished; "
+        "the search's ask_one/tell_one lost track of its tasks (a bug)"
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     text = " ".join(text.split())  # newlines in messages would break the one-line contract
@@ -117,16 +130,72 @@ class SerialEvaluator:
 
     def __init__(self, work: Work) -> None:
         self.work = work
+        self.abandoned: list[dict] = []  # tasks a stop interrupted, after map()
 
-    def map(self, tasks: list[dict], on_result: OnResult | None = None) -> list[dict]:
-        """Results in task order; ``on_result(task, result)`` after each one."""
-        results = []
-        for task in tasks:
-            result = _run_task(self.work, task, rank=0)
-            results.append(result)
-            if on_result is not None:
-                on_result(task, result)
+    def map(
+        self, tasks: list[dict], on_result: OnResult | None = None, stop: Any = None
+    ) -> list[dict | None]:
+        """Results in task order; ``on_result(task, result)`` after each one.
+
+        Once ``stop`` (an evores.stopping.StopRequest) is set, no further task starts; their
+        results are None. The running task is finished, unless a second stop signal interrupts
+        it (RunInterrupted); it is then in ``abandoned``.
+        """
+        results: list[dict | None] = [None] * len(tasks)
+        self.abandoned = []
+        if stop is not None:
+            stop.interrupt_running = True
+        try:
+            for index, task in enumerate(tasks):
+                if stop:
+                    break
+                try:
+                    result = _run_task(self.work, task, rank=0)
+                except RunInterrupted:
+                    self.abandoned = [task]
+                    break
+                results[index] = result
+                if on_result is not None:
+                    on_result(task, result)
+        finally:
+            if stop is not None:
+                stop.interrupt_running = False
         return results
+
+    def steady(
+        self,
+        next_task: NextTask,
+        on_result: OnResult,
+        finished: Callable[[], bool],
+        stop: Any = None,
+    ) -> list[dict]:
+        """Run ``next_task()`` one task at a time, ``on_result`` after each, until it gives None
+        and ``finished()`` (else RuntimeError: the search stalled).
+
+        Once ``stop`` is set no further task starts; a running task is finished unless a second
+        stop signal interrupts it (RunInterrupted): that task is returned, as abandoned (and kept
+        in ``abandoned``). Returns [] otherwise.
+        """
+        self.abandoned = []
+        if stop is not None:
+            stop.interrupt_running = True
+        try:
+            while not stop:
+                task = next_task()
+                if task is None:
+                    if finished():
+                        break
+                    raise _stalled()
+                try:
+                    result = _run_task(self.work, task, rank=0)
+                except RunInterrupted:
+                    self.abandoned = [task]
+                    break
+                on_result(task, result)
+        finally:
+            if stop is not None:
+                stop.interrupt_running = False
+        return list(self.abandoned)
 
     def close(self) -> None:
         """Nothing to release; present so both evaluators are used the same way."""
@@ -138,8 +207,13 @@ class SerialEvaluator:
         self.close()
 
 
-def _wait(comm: Any, source: int, tag: int, status: Any, spin: float = _SPIN_SECONDS) -> Any:
-    """Return the matched message (``comm.improbe``) for (source, tag) without hogging a core."""
+def _wait(
+    comm: Any, source: int, tag: int, status: Any, spin: float = _SPIN_SECONDS, stop: Any = None
+) -> Any:
+    """The matched message (``comm.improbe``) for (source, tag), got without hogging a core.
+
+    None when ``stop`` (an evores.stopping.StopRequest) has expired first.
+    """
     deadline = time.perf_counter() + spin
     delay = _FIRST_SLEEP
     while True:
@@ -149,6 +223,8 @@ def _wait(comm: Any, source: int, tag: int, status: Any, spin: float = _SPIN_SEC
             msg = comm.improbe(source, tag, status)
             if msg is not None:
                 return msg
+        if stop is not None and stop.expired():
+            return None
         if time.perf_counter() >= deadline:
             time.sleep(delay)
             delay = min(2 * delay, _MAX_SLEEP)
@@ -179,28 +255,94 @@ class MPIEvaluator:
         self._any_source = MPI.ANY_SOURCE
         self._status = MPI.Status()
         self._busy: dict[int, int] = {}  # worker rank -> index of the task it is running
+        self.abandoned: list[dict] = []  # tasks a stop left running, after map()
         self._closed = False
 
-    def map(self, tasks: list[dict], on_result: OnResult | None = None) -> list[dict]:
-        """Results in task order; ``on_result(task, result)`` on rank 0 as each completes."""
+    def map(
+        self, tasks: list[dict], on_result: OnResult | None = None, stop: Any = None
+    ) -> list[dict | None]:
+        """Results in task order; ``on_result(task, result)`` on rank 0 as each completes.
+
+        Once ``stop`` (an evores.stopping.StopRequest) is set, no further task is handed out
+        and the ones running get until ``stop.deadline``; the results of tasks not finished by
+        then are None, and the tasks still running are in ``abandoned``.
+        """
         if self._closed:
             raise RuntimeError("MPIEvaluator.map called after close()")
         self._drain()  # results of a map interrupted by an exception must not be mistaken
+        self.abandoned = []
         results: list[dict | None] = [None] * len(tasks)
         queue = iter(range(len(tasks)))
         for worker in range(1, self.n_workers + 1):
-            if not self._send_next(worker, tasks, queue):
+            if not self._send_next(worker, tasks, queue, stop):
                 break
         while self._busy:
-            worker, result = self._receive()
+            received = self._receive(stop)
+            if received is None:  # the grace period of a stop is over
+                self.abandoned = [tasks[index] for index in self._busy.values()]
+                break
+            worker, result = received
             index = self._busy.pop(worker)
             results[index] = result
-            self._send_next(worker, tasks, queue)  # before on_result: keep the worker busy
+            self._send_next(worker, tasks, queue, stop)  # before on_result: keep it busy
             if on_result is not None:
                 on_result(tasks[index], result)
-        return results  # type: ignore[return-value]  # every slot has been filled
+        return results
 
-    def _send_next(self, worker: int, tasks: list[dict], queue: Any) -> bool:
+    def steady(
+        self,
+        next_task: NextTask,
+        on_result: OnResult,
+        finished: Callable[[], bool],
+        stop: Any = None,
+    ) -> list[dict]:
+        """Asynchronous loop: every free worker gets ``next_task()``; each result goes to
+        ``on_result(task, result)`` on rank 0 before its worker gets another task, so that task
+        is bred from a population that includes the result.
+
+        Returns [] when no worker is busy and ``next_task()`` is None, if ``finished()``; if not,
+        the search stalled (RuntimeError). Once ``stop`` is set nothing more is handed out and
+        results are taken until no worker is busy or ``stop.expired()``; the tasks still running
+        are returned (and kept in ``abandoned``). They stay busy on their workers, so the next
+        ``map``/``steady`` or ``close()`` waits for them and discards their results.
+        """
+        if self._closed:
+            raise RuntimeError("MPIEvaluator.steady called after close()")
+        self._drain()
+        self.abandoned = []
+        running: dict[int, dict] = {}  # worker rank -> its task (mirrors _busy)
+        idle = list(range(1, self.n_workers + 1))
+        sent = 0
+        while True:
+            while idle and not stop:
+                task = next_task()
+                if task is None:
+                    break
+                worker = idle.pop(0)
+                self.comm.send(task, dest=worker, tag=TAG_TASK)
+                self._busy[worker], running[worker] = sent, task
+                sent += 1
+            if not running:
+                if stop or finished():
+                    return []
+                raise _stalled()
+            received = self._receive(stop)
+            if received is None:  # the grace period of a stop is over
+                self.abandoned = list(running.values())
+                return list(self.abandoned)
+            worker, result = received
+            del self._busy[worker]
+            idle.append(worker)
+            on_result(running.pop(worker), result)
+
+    @property
+    def busy(self) -> int:
+        """Workers still running a task (after a stopped map: the abandoned ones)."""
+        return len(self._busy)
+
+    def _send_next(self, worker: int, tasks: list[dict], queue: Any, stop: Any = None) -> bool:
+        if stop:
+            return False
         index = next(queue, None)
         if index is None:
             return False
@@ -208,9 +350,12 @@ class MPIEvaluator:
         self._busy[worker] = index
         return True
 
-    def _receive(self) -> tuple[int, dict]:
+    def _receive(self, stop: Any = None) -> tuple[int, dict] | None:
+        """The next result, or None once ``stop`` is set and its deadline has passed."""
         start = time.perf_counter()
-        msg = _wait(self.comm, self._any_source, TAG_RESULT, self._status)
+        msg = _wait(self.comm, self._any_source, TAG_RESULT, self._status, stop=stop)
+        if msg is None:
+            return None
         worker = self._status.Get_source()
         result = msg.recv()
         self.wait_seconds += time.perf_counter() - start

@@ -19,6 +19,8 @@ from typing import Any
 from evores import config as configuration
 from evores.checkpoint import CONFIG, RunDirectory
 from evores.errors import CheckpointError, EvoresError
+from evores.slurm import EXIT_CHECKPOINTED
+from evores.stopping import RunStopped, StopRequest, ignore_stop_signals
 
 log = logging.getLogger("evores")
 
@@ -52,16 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error)
     rank = comm.Get_rank() if comm is not None else 0
     if rank != 0:
+        ignore_stop_signals()
         return _serve(comm)
+    # From here on a signal stops the run cleanly (see evores.stopping); the grace period is
+    # set once the config is read.
+    stop = StopRequest()
+    stop.install()
     try:
         setup = _prepare(args)
     except EvoresError as error:
         if comm is not None:
             comm.bcast(None, root=0)
         return _fail(error)
+    stop.grace_seconds = setup["config"]["stop"]["grace_seconds"]
     if comm is not None:
         comm.bcast(setup["config"], root=0)
-    return _drive(setup, comm)
+    try:
+        return _drive(setup, comm, stop)
+    finally:
+        setup["run_dir"].unlock()
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -97,6 +108,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         load_function(config["fitness"]["function"])
     if not args.resume:
         run_dir.create(configuration.to_toml(config))
+    run_dir.lock()
     return {"config": config, "run_dir": run_dir, "cache": cache}
 
 
@@ -142,7 +154,8 @@ def _set_threads(config: dict[str, Any], workers: int) -> None:
 
     threads = config["train"]["threads"]
     if threads == 0 and workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        # The cores this process may run on (SLURM's allocation, taskset), not the machine's.
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
     if threads > 0:
         torch.set_num_threads(threads)
 
@@ -166,12 +179,20 @@ def _serve(comm) -> int:
     if config is None:
         return EXIT_USAGE
     _set_threads(config, workers=max(1, local - 1))
+    _keep_heap()
     work = make_work(config, open_dataset(config))
     serve(comm, work)
     return 0
 
 
-def _drive(setup: dict[str, Any], comm) -> int:
+def _keep_heap() -> None:
+    """Evaluating processes keep glibc's heap: it halves a 128 px epoch (see fitness.keep_heap)."""
+    from evores.fitness import keep_heap
+
+    keep_heap()
+
+
+def _drive(setup: dict[str, Any], comm, stop: StopRequest) -> int:
     from evores.driver import Driver
     from evores.evaluators import make_evaluator
     from evores.worker import make_work
@@ -181,14 +202,34 @@ def _drive(setup: dict[str, Any], comm) -> int:
         _local_ranks(comm)  # collective: matches the workers' call
         work = None
     else:
+        _keep_heap()
         work = make_work(config, setup["cache"])
     evaluator = make_evaluator(work, comm)
     try:
-        summary = Driver(config, setup["run_dir"], setup["cache"], evaluator).run()
-    except EvoresError as error:
-        return _fail(error)
-    finally:
+        summary = Driver(config, setup["run_dir"], setup["cache"], evaluator, stop).run()
+    except RunStopped:
+        if getattr(evaluator, "busy", 0):
+            # Workers still training what was abandoned would only finish after the job's
+            # end; the checkpoint is written, so end every rank now.
+            setup["run_dir"].unlock()
+            logging.shutdown()
+            comm.Abort(EXIT_CHECKPOINTED)
+            os._exit(EXIT_CHECKPOINTED)  # MPI_Abort may return before the launcher ends us
         evaluator.close()
+        return EXIT_CHECKPOINTED
+    except EvoresError as error:
+        evaluator.close()
+        return _fail(error)
+    except BaseException:
+        if comm is not None and comm.Get_size() > 1:
+            # The workers would wait for tasks forever: end the job, with the traceback logged.
+            log.exception("the driver failed; aborting every rank")
+            setup["run_dir"].unlock()
+            logging.shutdown()
+            comm.Abort(1)
+            os._exit(1)
+        raise
+    evaluator.close()
     log.info(
         "winner: test accuracy %s at %d px; summary in %s",
         summary["test_accuracy"], summary["test_resolution"], setup["run_dir"].path,

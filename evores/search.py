@@ -292,17 +292,20 @@ class LadderSearch:
 
     def _tell_final(self, tasks: list[dict], results: list[dict]) -> None:
         self.state["final"] = [
-            {
-                "hparams": task["hparams"],
-                "val_accuracy": task["val_accuracy"],
-                "test_accuracy": result.get("test_accuracy"),
-                "status": result["status"],
-                "reason": result.get("reason"),
-                "epochs": task["epochs"],
-            }
-            for task, result in zip(tasks, results, strict=True)
+            self._final_entry(task, result) for task, result in zip(tasks, results, strict=True)
         ]
         self.state["phase"] = "done"
+
+    @staticmethod
+    def _final_entry(task: dict, result: dict) -> dict[str, Any]:
+        return {
+            "hparams": task["hparams"],
+            "val_accuracy": task["val_accuracy"],
+            "test_accuracy": result.get("test_accuracy"),
+            "status": result["status"],
+            "reason": result.get("reason"),
+            "epochs": task["epochs"],
+        }
 
     def winner(self) -> dict[str, Any] | None:
         """The final candidate with the best validation accuracy (never chosen by test score)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,25 +41,69 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("evores-cache")
 
 
+def cli_command(cache_dir: Path, args, overrides=(), mpi_ranks: int = 0, env=None):
+    """The command line and environment of ``python -m evores.run`` as the tests run it."""
+    command = [sys.executable, "-m", "evores.run", *args]
+    for item in overrides:
+        command += ["--set", item]
+    if mpi_ranks:
+        command = ["mpiexec", "-n", str(mpi_ranks), *command]
+    environment = {**os.environ, "EVORES_CACHE_DIR": str(cache_dir), **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "tests"), str(ROOT), environment.get("PYTHONPATH", "")]
+    )
+    return command, environment
+
+
 @pytest.fixture
 def cli(cache_dir):
     """Run ``python -m evores.run`` (optionally under mpiexec) and return the CompletedProcess."""
 
     def run(*args: str, overrides=(), mpi_ranks: int = 0, env=None, timeout=600):
-        command = [sys.executable, "-m", "evores.run", *args]
-        for item in overrides:
-            command += ["--set", item]
-        if mpi_ranks:
-            command = ["mpiexec", "-n", str(mpi_ranks), *command]
-        environment = {**os.environ, "EVORES_CACHE_DIR": str(cache_dir), **(env or {})}
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT / "tests"), str(ROOT), environment.get("PYTHONPATH", "")]
-        )
+        command, environment = cli_command(cache_dir, args, overrides, mpi_ranks, env)
         return subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, env=environment, cwd=ROOT
         )
 
     return run
+
+
+@pytest.fixture
+def cli_started(cache_dir):
+    """Start ``python -m evores.run`` in the background; returns the Popen (stderr to a file)."""
+    started = []
+
+    def start(*args: str, overrides=(), mpi_ranks: int = 0, env=None, log: Path):
+        command, environment = cli_command(cache_dir, args, overrides, mpi_ranks, env)
+        process = subprocess.Popen(
+            command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=log.open("w"), start_new_session=True,
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:  # a failed test must not leave a run training in the background
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def require_mpiexec() -> None:
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec is not installed (pip install mpich)")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, cache_dir):
+    """One uninterrupted serial tiny run on the embedded data, shared by the comparisons."""
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    command, environment = cli_command(cache_dir, ["--out", str(run_dir)], TINY_RUN)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=environment, cwd=ROOT, timeout=900
+    )
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
 
 
 def evaluations(run_dir: Path) -> dict[tuple, dict]:
@@ -76,3 +121,16 @@ def evaluations(run_dir: Path) -> dict[tuple, dict]:
 
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_same_result(run_dir: Path, reference: Path) -> None:
+    """The same evaluations and the same final answer (wall times aside)."""
+    assert evaluations(run_dir) == evaluations(reference)
+    ours, theirs = summary(run_dir), summary(reference)
+    for field in ("best_hparams", "test_accuracy", "n_evaluations", "failures"):
+        assert ours[field] == theirs[field], field
+
+    def timeless(stages):
+        return [{k: v for k, v in s.items() if k != "wall_seconds"} for s in stages]
+
+    assert timeless(ours["stages"]) == timeless(theirs["stages"])

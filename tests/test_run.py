@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, evaluations, shared_dataset, summary
+from conftest import (
+    TINY_RUN,
+    assert_same_result,
+    evaluations,
+    require_mpiexec,
+    shared_dataset,
+    summary,
+)
 from PIL import Image
 
 
@@ -77,25 +84,6 @@ def test_fresh_run_into_a_non_empty_directory_is_refused(cli, tmp_path):
     assert result.returncode == 2 and "nothing to resume" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cache_dir):
-    """One uninterrupted tiny run on the embedded data, shared by the comparisons below."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    command = [sys.executable, "-m", "evores.run", "--out", str(run_dir)]
-    for item in TINY_RUN:
-        command += ["--set", item]
-    env = {**os.environ, "EVORES_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT / "tests")}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    assert result.returncode == 0, result.stderr
-    return run_dir, result
-
-
 @pytest.mark.slow
 def test_end_to_end_on_embedded_data(tiny_run):
     run_dir, result = tiny_run
@@ -133,26 +121,13 @@ def test_resumed_run_equals_uninterrupted(cli, tmp_path):
     resumed = cli("--out", str(broken), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "reusing 1 evaluations" in resumed.stderr
-    assert evaluations(broken) == evaluations(whole)
-    for field in ("best_hparams", "test_accuracy", "n_evaluations", "stages"):
-        if field == "stages":
-            strip = [
-                {k: v for k, v in s.items() if k != "wall_seconds"} for s in summary(whole)[field]
-            ]
-            assert strip == [
-                {k: v for k, v in s.items() if k != "wall_seconds"} for s in summary(broken)[field]
-            ]
-        else:
-            assert summary(broken)[field] == summary(whole)[field]
+    assert_same_result(broken, whole)
 
 
 @pytest.mark.slow
 @pytest.mark.mpi
 def test_mpi_run_equals_serial_run(cli, tmp_path, tiny_run):
-    import shutil
-
-    if shutil.which("mpiexec") is None:
-        pytest.skip("mpiexec is not installed (pip install mpich)")
+    require_mpiexec()
     serial_dir, _ = tiny_run
     mpi_dir = tmp_path / "mpi"
     result = cli("--out", str(mpi_dir), overrides=TINY_RUN, mpi_ranks=3)

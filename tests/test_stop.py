@@ -1,0 +1,147 @@
+"""Stopping and resuming: signals, a worker killed hard, and the run directory's lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY_RUN, assert_same_result, require_mpiexec, summary
+
+from evores.checkpoint import LOCK, RunDirectory
+from evores.errors import CheckpointError
+from evores.slurm import EXIT_CHECKPOINTED
+
+
+def records(run_dir: Path) -> list[dict]:
+    path = run_dir / "evaluations.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def wait_for_records(process, run_dir: Path, count: int, log: Path, timeout=300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(records(run_dir)) < count:
+        assert process.poll() is None, f"the run ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {count} records in {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigusr1_finishes_the_running_evaluation_then_checkpoints(
+    cli, cli_started, tmp_path, tiny_run
+):
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = cli_started("--out", str(run_dir), overrides=TINY_RUN, log=log)
+    wait_for_records(process, run_dir, 2, log)
+    process.send_signal(signal.SIGUSR1)  # SLURM's walltime warning
+    assert process.wait(timeout=120) == EXIT_CHECKPOINTED, log.read_text()
+    assert "continue with --resume" in log.read_text()
+    assert (run_dir / "checkpoint.json").is_file() and not (run_dir / "summary.json").exists()
+    assert not (run_dir / LOCK).exists()
+    # Serially the evaluation in hand is finished (within the grace period), none abandoned.
+    assert all(r["status"] != "interrupted" for r in records(run_dir))
+    resumed = cli("--out", str(run_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_result(run_dir, tiny_run[0])
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_sigterm_under_mpi_abandons_running_work_and_resumes_serially(
+    cli, cli_started, tmp_path, tiny_run
+):
+    require_mpiexec()
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = cli_started("--out", str(run_dir), overrides=TINY_RUN, mpi_ranks=3, log=log)
+    wait_for_records(process, run_dir, 3, log)
+    process.send_signal(signal.SIGTERM)  # scancel, preemption: no grace period
+    assert process.wait(timeout=120) == EXIT_CHECKPOINTED, log.read_text()
+    statuses = [r["status"] for r in records(run_dir)]
+    assert "interrupted" in statuses, statuses
+    # Resumed with 1 rank instead of 3: the interrupted ones are re-run, the rest reused.
+    resumed = cli("--out", str(run_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_result(run_dir, tiny_run[0])
+    assert summary(run_dir)["failures"] == {}
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_a_worker_killed_hard_loses_nothing(cli, tmp_path, tiny_run):
+    require_mpiexec()
+    run_dir = tmp_path / "run"
+    plugin = ["fitness.function=fitness_plugins:dies_hard_once"]
+    # Each worker exits at once (as under kill -9) in its 4th evaluation: the MPI job ends.
+    died = cli("--out", str(run_dir), overrides=TINY_RUN + plugin, mpi_ranks=3,
+               env={"EVORES_TEST_DIE_AT": "4"})  # fmt: skip
+    assert died.returncode != 0
+    assert not (run_dir / "summary.json").exists()
+    finished = [tuple(r["key"]) for r in records(run_dir)]
+    assert 0 < len(finished) < 12
+    resumed = cli("--out", str(run_dir), "--resume", mpi_ranks=3)
+    assert resumed.returncode == 0, resumed.stderr
+    keys = [tuple(r["key"]) for r in records(run_dir)]
+    assert keys[: len(finished)] == finished and not set(keys[len(finished) :]) & set(finished)
+    assert_same_result(run_dir, tiny_run[0])
+
+
+def test_a_live_run_holds_its_directory(tmp_path):
+    run_dir = RunDirectory(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "evores"])
+    try:
+        (tmp_path / LOCK).write_text(
+            json.dumps({"host": os.uname().nodename, "pid": holder.pid, "job": ""})
+        )
+        with pytest.raises(CheckpointError, match="in use by a live run"):
+            run_dir.lock()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_dir.lock()  # its holder is dead now: the lock is stale and taken over
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    run_dir.unlock()
+    assert not (tmp_path / LOCK).exists()
+
+
+@pytest.mark.parametrize(
+    "holder, env, live",
+    [
+        ({"host": "node-elsewhere", "pid": 1, "job": ""}, {}, True),  # cannot check: refuse
+        ({"host": "node-elsewhere", "pid": 1, "job": "42"}, {"SLURM_JOB_ID": "42"}, False),
+        ({"host": "HERE", "pid": 2**22 + 7, "job": ""}, {}, False),  # no such process
+        ({"host": "HERE", "pid": "torn"}, {}, False),
+    ],
+)
+def test_stale_locks_are_told_from_live_ones(tmp_path, monkeypatch, holder, env, live):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if holder["host"] == "HERE":
+        holder["host"] = os.uname().nodename
+    (tmp_path / LOCK).write_text(json.dumps(holder))
+    run_dir = RunDirectory(tmp_path)
+    if live:
+        with pytest.raises(CheckpointError, match="node-elsewhere"):
+            run_dir.lock()
+    else:
+        run_dir.lock()
+        run_dir.unlock()
+
+
+def test_cli_refuses_a_directory_a_live_run_holds(cli, tmp_path, tiny_run):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("config.toml", "checkpoint.json", "evaluations.jsonl"):
+        (run_dir / name).write_bytes((tiny_run[0] / name).read_bytes())
+    (run_dir / LOCK).write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "job": "7"}))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    result = cli("--out", str(run_dir), "--resume")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("evores: error:") and "live run" in result.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
