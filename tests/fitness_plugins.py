@@ -25,3 +25,16 @@ def accuracy_from_seed(hparams, resolution, data, *, seed, device, max_epochs, p
                        max_seconds, space, filter):  # fmt: skip
     """No training: a float derived from the genome, for fast tests of the search loop."""
     return (seed % 1000) / 1000 * 0.5 + len(hparams["conv_filters"]) / 20 + resolution / 1000
+
+
+def slow_evaluate(hparams, resolution, data, *, seed, device, max_epochs, patience,
+                  max_seconds, space, filter):  # fmt: skip
+    """The built-in fitness after a pause of EVORES_TEST_SLEEP seconds: a run that lasts long
+    enough to be caught by a signal or a time limit, with the results of the built-in one."""
+    import time
+
+    time.sleep(float(os.environ.get("EVORES_TEST_SLEEP", "0")))
+    return evaluate(
+        hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
+        patience=patience, max_seconds=max_seconds, space=space, filter=filter,
+    )  # fmt: skip

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_same_result
 from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 
 from evores import slurm
@@ -432,6 +433,109 @@ def test_evores_sbatch_runs_a_tiny_search(slurm_cluster, tmp_path, tmp_path_fact
     assert slurm_cluster.wait(job, timeout=150) == "COMPLETED", out.read_text()[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+class Timeline:
+    """Moments of a job as the test saw them, printed for the record (pytest -s shows them)."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.events: list[tuple[float, str]] = []
+
+    def mark(self, what: str) -> None:
+        self.events.append((time.monotonic() - self.start, what))
+
+    def __str__(self) -> str:
+        return "\n".join(f"  {seconds:6.1f} s  {what}" for seconds, what in self.events)
+
+
+def watch_restarts(cluster, job: int, timeline: Timeline, timeout: float) -> str:
+    """Poll the job to its end, marking each requeue; return the final state."""
+    deadline, restarts = time.monotonic() + timeout, "0"
+    while time.monotonic() < deadline:
+        info = cluster.job_info(job)
+        if info.get("Restarts", "0") != restarts:
+            restarts = info["Restarts"]
+            timeline.mark(f"requeued (Restarts={restarts}), state {info.get('JobState')}")
+        if info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            timeline.mark(f"job ended: {info['JobState']}")
+            return info["JobState"]
+        time.sleep(0.5)
+    cluster.run("scancel", str(job), check=False)
+    raise TimeoutError(f"job {job} not finished in {timeout} s:\n{timeline}")
+
+
+def slow_job_env(tmp_path_factory, seconds: float) -> dict[str, str]:
+    return {
+        "EVORES_CACHE_DIR": str(tmp_path_factory.mktemp("slurm-cache")),
+        "EVORES_TEST_SLEEP": str(seconds),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
+    }
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_signal_checkpoints_requeues_and_ends_like_an_uninterrupted_run(
+    slurm_cluster,
+    tmp_path,
+    tmp_path_factory,
+    tiny_run,  # noqa: F811
+):
+    """The real run, not a stand-in: scancel --signal=USR1 --batch is the walltime warning."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG + '[fitness]\nfunction = "fitness_plugins:slow_evaluate"\n')
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+    timeline = Timeline()
+    job = slurm_cluster.sbatch(
+        ["-n", "3", "-o", str(out), f"--chdir={tmp_path}", str(ROOT / "slurm" / "evores.sbatch"),
+         str(config), str(run_dir)], env=slow_job_env(tmp_path_factory, 1.0),
+    )  # fmt: skip
+    timeline.mark(f"submitted job {job}")
+    log = run_dir / "evaluations.jsonl"
+    deadline = time.monotonic() + 120
+    while not log.exists() or len(log.read_text().splitlines()) < 3:
+        assert time.monotonic() < deadline, out.read_text()[-3000:] if out.exists() else "no output"
+        time.sleep(0.2)
+    done_before = len(log.read_text().splitlines())
+    timeline.mark(f"{done_before} evaluations logged; sending USR1 to the batch shell")
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", str(job))
+    state = watch_restarts(slurm_cluster, job, timeline, timeout=240)
+    print(f"\nrequeue timeline (scancel --signal):\n{timeline}")
+    output = out.read_text()
+    assert state == "COMPLETED", output[-3000:]
+    assert slurm_cluster.job_info(job)["Restarts"] == "1"
+    assert "requeueing job" in output and "checkpoint written" in output and "resuming" in output
+    assert_same_result(run_dir, tiny_run[0])
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_real_time_limit_checkpoints_requeues_and_finishes(
+    slurm_cluster,
+    tmp_path,
+    tmp_path_factory,
+    tiny_run,  # noqa: F811
+):
+    """--time=1 (SLURM's smallest) with the warning 15 s before it: the run needs more than one
+    allocation, each start resumes where the last one stopped, and the end equals the
+    uninterrupted run's."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG + '[fitness]\nfunction = "fitness_plugins:slow_evaluate"\n')
+    run_dir, out = tmp_path / "run", tmp_path / "job.out"
+    timeline = Timeline()
+    job = slurm_cluster.sbatch(
+        ["-n", "3", "--time=1", "--signal=B:USR1@15", "-o", str(out), f"--chdir={tmp_path}",
+         str(ROOT / "slurm" / "evores.sbatch"), str(config), str(run_dir)],
+        env=slow_job_env(tmp_path_factory, 6.0),
+    )  # fmt: skip
+    timeline.mark(f"submitted job {job} (--time=1, --signal=B:USR1@15, 6 s per evaluation)")
+    state = watch_restarts(slurm_cluster, job, timeline, timeout=420)
+    print(f"\nrequeue timeline (time limit):\n{timeline}")
+    output = out.read_text()
+    assert state == "COMPLETED", output[-3000:]
+    assert int(slurm_cluster.job_info(job)["Restarts"]) >= 1
+    assert "walltime warning" in output and "resuming" in output
+    assert_same_result(run_dir, tiny_run[0])
 
 
 if __name__ == "__main__":
