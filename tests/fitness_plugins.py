@@ -38,3 +38,14 @@ def slow_evaluate(hparams, resolution, data, *, seed, device, max_epochs, patien
         hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
         patience=patience, max_seconds=max_seconds, space=space, filter=filter,
     )  # fmt: skip
+
+
+def sometimes_raises(hparams, resolution, data, *, seed, device, max_epochs, patience,
+                     max_seconds, space, filter):  # fmt: skip
+    """Raises for about a third of the seeds, as a user's buggy model would; no training."""
+    if seed % 3 == 0:
+        raise ValueError(f"user model broke on seed {seed}")
+    return accuracy_from_seed(
+        hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
+        patience=patience, max_seconds=max_seconds, space=space, filter=filter,
+    )  # fmt: skip

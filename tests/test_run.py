@@ -150,3 +150,17 @@ def test_end_to_end_on_hymenoptera(cli, tmp_path):
     assert result_summary["data"]["classes"] == ["ants", "bees"]
     assert result_summary["test_resolution"] == 32
     assert 0.0 <= result_summary["test_accuracy"] <= 1.0
+
+
+def test_failing_evaluations_never_stop_the_run(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    plugin = ["fitness.function=fitness_plugins:sometimes_raises"]
+    result = cli("--out", str(run_dir), overrides=TINY_RUN + plugin)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").open()]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert failed, "the plugin should have failed some evaluations"
+    assert all(r["failure"] == "exception" and "user model broke" in r["reason"] for r in failed)
+    assert all(r["val_accuracy"] == 0.0 for r in failed)
+    assert summary(run_dir)["failures"] == {"exception": len(failed)}
+    assert summary(run_dir)["n_evaluations"] == 10
