@@ -82,3 +82,13 @@ def test_not_toml_and_missing_file(tmp_path):
 def test_first_stage_must_hold_a_population():
     with pytest.raises(ConfigError, match="at least one whole population"):
         configuration.load(overrides=["schedule.evaluations=[4, 4, 4]", "search.population=8"])
+
+
+def test_embedded_data_cuts_only_the_ranges_left_unset(tmp_path):
+    embedded = configuration.load()
+    assert embedded["space"]["filters"] == [8, 64] and embedded["space"]["kernel"] == [3, 5]
+    chosen = configuration.load(overrides=["space.filters=[8, 256]"])
+    assert chosen["space"]["filters"] == [8, 256] and chosen["space"]["units"] == [16, 256]
+    (tmp_path / "cls_a").mkdir()
+    user = configuration.load(overrides=[f"data.path={tmp_path}"])
+    assert user["space"]["filters"] == [8, 256] and user["space"]["kernel"] == [3, 5, 7]
