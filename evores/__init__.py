@@ -6,6 +6,7 @@ The public API, importable from here (loaded on first use, so ``import evores`` 
 - ``SearchSpace`` — the typed genes and the genome
 - ``open_cache`` — the resolution cache of a dataset
 - ``LadderSearch`` — the ask/tell search up the resolution ladder
+- ``SteadyStateSearch`` — its asynchronous one-task-at-a-time counterpart
 """
 
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ _EXPORTS = {
     "SearchSpace": "evores.space",
     "open_cache": "evores.cache",
     "LadderSearch": "evores.search",
+    "SteadyStateSearch": "evores.steady",
 }
 
 __all__ = ["__version__", *_EXPORTS]

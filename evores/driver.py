@@ -16,9 +16,13 @@ from typing import Any
 from evores import __version__, report
 from evores.checkpoint import RunDirectory
 from evores.search import LadderSearch
+from evores.steady import SteadyStateSearch
 from evores.stopping import RunStopped, StopRequest
 
 log = logging.getLogger("evores")
+
+# In asynchronous mode the checkpoint is written at most this often (and at stage changes).
+CHECKPOINT_SECONDS = 1.0
 
 # The status logged for an evaluation a stop left unfinished; --resume runs it again.
 INTERRUPTED = "interrupted"
@@ -52,6 +56,8 @@ class Driver:
         self.cache = cache
         self.evaluator = evaluator
         self.stop = stop
+        self.population = config["search"]["population"]
+        self.last_checkpoint = time.monotonic()
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
 
@@ -61,11 +67,72 @@ class Driver:
 
     def run(self) -> dict[str, Any]:
         checkpoint = self.run_dir.load_checkpoint()
-        search = LadderSearch(self.config, checkpoint["search"] if checkpoint else None)
+        state = checkpoint["search"] if checkpoint else None
+        asynchronous = self.config["search"]["asynchronous"]
+        search_class = SteadyStateSearch if asynchronous else LadderSearch
+        search = search_class(self.config, state)
         logged = {tuple(record["key"]): record for record in self.run_dir.read_records()}
         if checkpoint:
             self.elapsed_before = checkpoint["elapsed"]
             self._log_resume(search, logged)
+        if asynchronous:
+            self._run_steady(search, logged)
+        else:
+            self._run_generations(search, logged)
+        summary = self.summary(search)
+        self.run_dir.write_summary(summary)
+        self._plot(search)
+        return summary
+
+    def _checkpoint(self, search: LadderSearch) -> None:
+        self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
+        self.last_checkpoint = time.monotonic()
+
+    def _run_steady(self, search: SteadyStateSearch, logged: dict) -> None:
+        """Asynchronous mode: one task per free worker, one result at a time."""
+        self.last_checkpoint = time.monotonic()
+        told = {"count": 0, "failed": 0}
+
+        def next_task() -> dict | None:
+            while True:
+                task = search.ask_one()
+                if task is None or not _reusable(task, logged.get(tuple(task["key"]))):
+                    return task
+                on_told(task, logged[tuple(task["key"])])  # finished before the restart
+
+        def on_result(task: dict, result: dict) -> None:
+            entry = self._record(task, result)
+            self.run_dir.append_record(entry)
+            logged[tuple(task["key"])] = entry
+            on_told(task, result)
+
+        def on_told(task: dict, result: dict) -> None:
+            phase, stage = search.state["phase"], search.stage
+            search.tell_one(task, result, self.elapsed())
+            told["count"] += 1
+            told["failed"] += result["status"] != "ok"
+            changed = search.state["phase"] != phase or search.stage != stage
+            # Every result is in the log at once; the checkpoint, which a resumed run breeds
+            # from, at most every CHECKPOINT_SECONDS and at every stage change. A crash in
+            # between costs re-breeding a few tasks, and with the serial evaluator not even
+            # that: it breeds the same ones again and finds their results in the log.
+            if changed or time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                self._checkpoint(search)
+            if phase == "search" and (changed or told["count"] % self.population == 0):
+                self._log_progress(search, told["failed"], stage_closed=changed)
+                told["failed"] = 0
+            if phase == "final" and search.done:
+                self._log_final(search.state["final"])
+
+        abandoned = self.evaluator.steady(
+            next_task, on_result, finished=lambda: search.done, stop=self.stop
+        )
+        if self.stop:
+            self._stopped(search, abandoned)
+        self._checkpoint(search)
+
+    def _run_generations(self, search: LadderSearch, logged: dict) -> None:
+        """Synchronous mode: a generation at a time, checkpointed after each."""
         while not search.done:
             if self.stop:
                 self._stopped(search, [])
@@ -75,31 +142,27 @@ class Driver:
                 self._stopped(search, self.evaluator.abandoned)
             self._log_generation(search, tasks, results)
             search.tell(tasks, results, self.elapsed())
-            self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
-        summary = self.summary(search)
-        self.run_dir.write_summary(summary)
-        self._plot(search)
-        return summary
+            self._checkpoint(search)
 
     def _stopped(self, search: LadderSearch, abandoned: list[dict]) -> None:
         """Record the evaluations a stop left unfinished, checkpoint, and end the run here."""
         for task in abandoned:
             entry = self._record(task, {"status": INTERRUPTED, "reason": self.stop.reason})
             self.run_dir.append_record(entry)
-        self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
+        self._checkpoint(search)
         reason = self.stop.reason if self.stop else "stopped"
         log.warning(
-            "%s: stopped in stage %d, generation %d (%d evaluation(s) abandoned, to be re-run); "
+            "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "
             "checkpoint written; continue with --resume",
-            reason, search.stage + 1, search.state["generation"], len(abandoned),
+            reason, search.stage + 1, search.state["n_evaluations"], len(abandoned),
         )  # fmt: skip
         raise RunStopped(reason, len(abandoned))
 
     def _log_resume(self, search: LadderSearch, logged: dict) -> None:
         state = search.state
         log.info(
-            "resuming: stage %d, generation %d, %d evaluations done, %d records in the log",
-            state["stage"] + 1, state["generation"], state["n_evaluations"], len(logged),
+            "resuming: stage %d, %d evaluations done, %d records in the log",
+            state["stage"] + 1, state["n_evaluations"], len(logged),
         )  # fmt: skip
 
     def _evaluate(self, tasks: list[dict], logged: dict) -> list[dict | None]:
@@ -146,14 +209,37 @@ class Driver:
         ]
         failed = sum(r["status"] != "ok" for r in results)
         done = search.state["n_evaluations"] + len(results)
+        self._progress_line(search, scores, done, len(results), failed)
+
+    def _log_progress(self, search: LadderSearch, failed: int, stage_closed: bool) -> None:
+        """Asynchronous mode: a line per population's worth of results and per stage."""
+        if stage_closed:
+            stage = search.state["stages"][-1]
+            log.info(
+                "stage %d/%d at %d px closed: best %.3f after %d evaluations",
+                len(search.state["stages"]), len(search.schedule["resolutions"]),
+                stage["resolution"], stage["best_val_accuracy"] or 0.0, stage["n_evaluations"],
+            )  # fmt: skip
+            return
+        state = search.state
+        self._progress_line(search, state["stage_scores"], state["n_evaluations"], 0, failed)
+
+    def _progress_line(
+        self, search: LadderSearch, scores: list[float], done: int, just_done: int, failed: int
+    ) -> None:
         best = max(scores) if scores else None
         median = sorted(scores)[len(scores) // 2] if scores else None
         line = report.format_progress(
             search.stage + 1, len(search.schedule["resolutions"]), search.resolution,
             done, search.total_evaluations, best, median, self.elapsed(),
-            self._remaining_seconds(search, len(results)),
+            self._remaining_seconds(search, just_done),
         )  # fmt: skip
         log.info("%s%s", line, f"  ({failed} failed)" if failed else "")
+
+    @staticmethod
+    def _log_final(final: list[dict]) -> None:
+        tests = [f.get("test_accuracy") for f in final]
+        log.info("final retraining: test accuracies %s", tests)
 
     def _remaining_seconds(self, search: LadderSearch, just_done: int) -> float | None:
         """Estimate: this stage's seconds per evaluation, scaled by pixel count for later stages."""

@@ -296,9 +296,14 @@ class MPIEvaluator:
         finished: Callable[[], bool],
         stop: Any = None,
     ) -> list[dict]:
-        """Asynchronous loop: every free worker gets ``next_task()``; each result goes to
-        ``on_result(task, result)`` on rank 0 before its worker gets another task, so that task
-        is bred from a population that includes the result.
+        """Asynchronous loop: every free worker gets ``next_task()`` at once; each result then
+        goes to ``on_result(task, result)`` on rank 0.
+
+        A freed worker is handed its next task before its result is told, and one task is bred
+        ahead while all workers train, so that breeding, logging and checkpointing overlap with
+        training instead of keeping a worker waiting. (The price: a task is bred from a
+        population that lacks the last result or two; the asynchronous mode is not
+        reproducible under MPI anyway.)
 
         Returns [] when no worker is busy and ``next_task()`` is None, if ``finished()``; if not,
         the search stalled (RuntimeError). Once ``stop`` is set nothing more is handed out and
@@ -312,28 +317,40 @@ class MPIEvaluator:
         self.abandoned = []
         running: dict[int, dict] = {}  # worker rank -> its task (mirrors _busy)
         idle = list(range(1, self.n_workers + 1))
+        ready: list[dict] = []  # at most one task bred ahead
         sent = 0
-        while True:
+
+        def hand_out() -> None:
+            nonlocal sent
             while idle and not stop:
-                task = next_task()
+                task = ready.pop() if ready else next_task()
                 if task is None:
-                    break
+                    return
                 worker = idle.pop(0)
                 self.comm.send(task, dest=worker, tag=TAG_TASK)
                 self._busy[worker], running[worker] = sent, task
                 sent += 1
+
+        while True:
+            hand_out()
             if not running:
                 if stop or finished():
-                    return []
+                    return []  # tasks bred ahead stay pending in the search's state
                 raise _stalled()
+            if not idle and not ready and not stop:
+                task = next_task()
+                if task is not None:
+                    ready.append(task)
             received = self._receive(stop)
             if received is None:  # the grace period of a stop is over
                 self.abandoned = list(running.values())
                 return list(self.abandoned)
             worker, result = received
             del self._busy[worker]
+            done = running.pop(worker)
             idle.append(worker)
-            on_result(running.pop(worker), result)
+            hand_out()
+            on_result(done, result)
 
     @property
     def busy(self) -> int:

@@ -164,3 +164,36 @@ def test_failing_evaluations_never_stop_the_run(cli, tmp_path):
     assert all(r["val_accuracy"] == 0.0 for r in failed)
     assert summary(run_dir)["failures"] == {"exception": len(failed)}
     assert summary(run_dir)["n_evaluations"] == 10
+
+
+ASYNC = ["search.asynchronous=true"]
+
+
+@pytest.mark.slow
+def test_asynchronous_run_resumed_serially_equals_uninterrupted(cli, tmp_path):
+    plugin = ["fitness.function=fitness_plugins:dies_hard_once"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert cli("--out", str(whole), overrides=TINY_RUN + ASYNC + plugin).returncode == 0
+    died = cli("--out", str(broken), overrides=TINY_RUN + ASYNC + plugin,
+               env={"EVORES_TEST_DIE_AT": "8"})  # fmt: skip
+    assert died.returncode != 0 and not (broken / "summary.json").exists()
+    resumed = cli("--out", str(broken), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_result(broken, whole)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_asynchronous_run_under_mpi_keeps_the_budget_and_the_contract(cli, tmp_path):
+    require_mpiexec()
+    run_dir = tmp_path / "run"
+    result = cli("--out", str(run_dir), overrides=TINY_RUN + ASYNC, mpi_ranks=3)
+    assert result.returncode == 0, result.stderr
+    run_summary = summary(run_dir)
+    assert [s["n_evaluations"] for s in run_summary["stages"]] == [6, 4]
+    assert run_summary["n_evaluations"] == 10 and 0.0 <= run_summary["test_accuracy"] <= 1.0
+    assert len(run_summary["transitions"]) == 1
+    records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").open()]
+    assert {r["rank"] for r in records} == {1, 2}
+    assert sum(r["kind"] == "final" for r in records) == 2
+    assert len({tuple(r["key"]) for r in records}) == len(records) == 12

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_same_result
-from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 
 from evores import slurm
 from evores.errors import ConfigError
@@ -332,7 +331,7 @@ def wait_for_file(path: Path, timeout: float, cluster, job_id: int) -> None:
 
 
 @pytest.mark.slurm
-def test_harness_runs_a_3_rank_mpi_job(slurm_cluster, tmp_path):  # noqa: F811
+def test_harness_runs_a_3_rank_mpi_job(slurm_cluster, tmp_path):
     """The size check guards the trap of a wrong --mpi plugin: 3 worlds of size 1, all exit 0."""
     out = tmp_path / "job.out"
     script = tmp_path / "job.sh"
@@ -346,7 +345,7 @@ def test_harness_runs_a_3_rank_mpi_job(slurm_cluster, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slurm
-def test_walltime_warning_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):  # noqa: F811
+def test_walltime_warning_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_command(bin_dir, "python", FAKE_DRIVER)
@@ -374,7 +373,7 @@ def test_walltime_warning_checkpoints_requeues_and_resumes(slurm_cluster, tmp_pa
 
 
 @pytest.mark.slurm
-def test_multinode_and_cpu_scripts_lay_out_the_ranks(slurm_cluster, tmp_path):  # noqa: F811
+def test_multinode_and_cpu_scripts_lay_out_the_ranks(slurm_cluster, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake_command(bin_dir, "python", RANK_PROBE.format(python=sys.executable))
@@ -421,7 +420,7 @@ units = [16, 64]
 
 
 @pytest.mark.slurm
-def test_evores_sbatch_runs_a_tiny_search(slurm_cluster, tmp_path, tmp_path_factory):  # noqa: F811
+def test_evores_sbatch_runs_a_tiny_search(slurm_cluster, tmp_path, tmp_path_factory):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY_CONFIG)
     run_dir, out = tmp_path / "run", tmp_path / "job.out"
@@ -479,7 +478,7 @@ def test_signal_checkpoints_requeues_and_ends_like_an_uninterrupted_run(
     slurm_cluster,
     tmp_path,
     tmp_path_factory,
-    tiny_run,  # noqa: F811
+    tiny_run,
 ):
     """The real run, not a stand-in: scancel --signal=USR1 --batch is the walltime warning."""
     config = tmp_path / "tiny.toml"
@@ -514,7 +513,7 @@ def test_a_real_time_limit_checkpoints_requeues_and_finishes(
     slurm_cluster,
     tmp_path,
     tmp_path_factory,
-    tiny_run,  # noqa: F811
+    tiny_run,
 ):
     """--time=1 (SLURM's smallest) with the warning 15 s before it: the run needs more than one
     allocation, each start resumes where the last one stopped, and the end equals the

@@ -127,8 +127,8 @@ def test_every_genome_fits_the_space():
         assert space.validate(task["hparams"]) == task["hparams"]
     # Each later stage draws from its narrowed space, which holds every genome of that stage.
     narrowed = SearchSpace.from_dict(search.state["space"])
-    for task in search.state["population"]:
-        assert narrowed.validate(task["hparams"]) == task["hparams"]
+    for member in search.state["population"]:
+        assert narrowed.validate(member["hparams"]) == member["hparams"]
 
 
 def test_state_is_plain_json_after_every_tell():
@@ -222,6 +222,18 @@ def test_resume_mid_stage_reissues_pending_tasks_and_completes(tells):
     keys = [tuple(t["key"]) for t in before + after]
     assert len(keys) == len(set(keys)) == 48  # nothing lost, nothing run twice
     assert len(resumed.state["transitions"]) == 2 and len(resumed.state["final"]) == 3
+
+
+def test_a_pending_task_told_before_it_is_reissued_is_not_handed_out_again():
+    config = make_config()
+    first = SteadyStateSearch(config)
+    simulate(first, workers=3, order_seed=1, stop_after=10)
+    state = json.loads(json.dumps(first.state))
+    logged, *others = state["pending"]  # say its result was found in the evaluation log
+    resumed = SteadyStateSearch(config, state)
+    resumed.tell_one(logged, toy_result(logged), 0.0)
+    assert [resumed.ask_one() for _ in others] == others
+    assert resumed.ask_one()["key"] not in [t["key"] for t in state["pending"]]
 
 
 def test_serial_resume_equals_uninterrupted():
