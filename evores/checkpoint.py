@@ -70,11 +70,13 @@ class RunDirectory:
         atomic_write_text(self.file(CONFIG), config_text)
 
     def append_record(self, record: dict[str, Any]) -> None:
+        """Append one evaluation. Written through to the OS at once, so it survives the process
+        (kill -9, a segfault); forced to disk by the next checkpoint, so a checkpoint never
+        counts an evaluation that a machine crash could take out of the log. (An fsync per
+        record cost 4-9 ms here, more than a short evaluation's whole overhead budget.)"""
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
         with self.file(EVALUATIONS).open("a", encoding="utf-8") as stream:
             stream.write(line + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
 
     def read_records(self) -> list[dict[str, Any]]:
         """Every complete record of the evaluation log; a torn last line is skipped."""
@@ -103,11 +105,21 @@ class RunDirectory:
         atomic_write_text(path, "".join(line + "\n" for line in good_lines))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self._sync_log()
         current = self.file(CHECKPOINT)
         text = json.dumps({"format": FORMAT, "state": state}, allow_nan=False)
         if current.exists():
             os.replace(current, self.file(PREVIOUS))
         atomic_write_text(current, text)
+
+    def _sync_log(self) -> None:
+        path = self.file(EVALUATIONS)
+        if path.exists():
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The newest readable checkpoint's state, or None when the run has none yet."""
