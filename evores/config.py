@@ -209,6 +209,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     from evores import slurm
 
     config["slurm"] = slurm.settings(config["slurm"])
+    _check_walltime(config)
     from evores.space import SearchSpace
 
     config[_SPACE_SECTION] = SearchSpace.from_dict(config[_SPACE_SECTION]).to_dict()
@@ -256,6 +257,29 @@ def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
     if not 0.0 <= schedule["narrow_margin"] <= 10.0:
         raise ConfigError(
             f"schedule.narrow_margin must lie in [0, 10], got {schedule['narrow_margin']}"
+        )
+
+
+def _check_walltime(config: dict[str, Any]) -> None:
+    """A job must fit at least one evaluation, and the stop's grace period must fit the warning."""
+    from evores import slurm
+
+    section = config["slurm"]
+    limit = slurm.walltime_seconds(section["time"])
+    working = limit - section["signal_seconds"]
+    budget = config["train"]["max_seconds"]
+    if budget and working < budget:
+        raise ConfigError(
+            f"slurm.time = {section['time']!r} leaves {working} s before the walltime warning, "
+            f"less than one evaluation's budget (train.max_seconds = {budget:g}); give the job "
+            "more time or lower train.max_seconds"
+        )
+    grace = config["stop"]["grace_seconds"]
+    if section["signal_seconds"] and grace >= section["signal_seconds"]:
+        raise ConfigError(
+            f"stop.grace_seconds = {grace:g} is not below slurm.signal_seconds = "
+            f"{section['signal_seconds']}: the job would be killed during the grace period; "
+            "lower the grace or ask for the warning earlier"
         )
 
 

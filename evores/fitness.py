@@ -36,7 +36,8 @@ from evores.seeding import derive_seed
 
 logger = logging.getLogger("evores.fitness")
 
-_LOCAL_RANK_VARS = ("SLURM_LOCALID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
+# Outside SLURM (whose variables evores.slurm reads): the MPI launchers' node-local rank.
+_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _required(field: dataclasses.Field) -> bool:
 
 
 def _local_rank() -> int:
-    """This process's index among the ranks on its node (SLURM first, then MPI launchers)."""
+    """This process's index among the ranks on its node, as the MPI launcher tells it."""
     for var in _LOCAL_RANK_VARS:
         value = os.environ.get(var, "").strip()
         if value.isdigit():
@@ -101,9 +102,10 @@ def _local_rank() -> int:
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """The torch device to train on.
 
-    ``None`` / ``"auto"``: ``cuda:<local rank>`` when CUDA is available (local rank from
-    ``SLURM_LOCALID``, else ``MPI_LOCALRANKID`` / ``OMPI_COMM_WORLD_LOCAL_RANK``, else 0),
-    otherwise the CPU. Device indices are relative to ``CUDA_VISIBLE_DEVICES``: when the
+    ``None`` / ``"auto"``: when CUDA is available, in a SLURM job the GPU of
+    :func:`evores.slurm.local_gpu_index` (by ``SLURM_LOCALID``; the CPU for the driver rank),
+    elsewhere ``cuda:<local rank>`` (``MPI_LOCALRANKID`` / ``OMPI_COMM_WORLD_LOCAL_RANK``, else
+    0); otherwise the CPU. Device indices are relative to ``CUDA_VISIBLE_DEVICES``: when the
     launcher binds one GPU per task only one device is visible, so a local rank beyond the
     visible count means "my own GPU" and maps to ``cuda:0`` (never modulo, which would silently
     stack ranks on shared GPUs). Explicit devices are honoured; asking for an absent GPU raises
@@ -112,6 +114,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None or device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
+        from evores import slurm
+
+        if slurm.in_step():
+            index = slurm.local_gpu_index()
+            return torch.device("cpu") if index is None else torch.device("cuda", index)
         local, count = _local_rank(), torch.cuda.device_count()
         if local >= count:
             logger.info("local rank %d but %d visible GPU(s); using cuda:0", local, count)
@@ -591,24 +598,12 @@ def evaluate(
     thread count give a bit-identical result; another thread count may not (BLAS splits some
     gradient reductions by thread), so pass ``threads`` to make runs comparable.
     """
-    start = time.perf_counter()
     _check_counts(max_epochs=max_epochs, patience=patience)
-    hp, repairs = _checked_genome(hparams, resolution, space)
-    prepared = _prepare(data, resolution, device, filter, final=False)
-    with _threads(threads):
-        if prepared.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(prepared.device)
-        return _run(
-            hp,
-            prepared,
-            repairs,
-            start=start,
-            max_seconds=max_seconds,
-            final=False,
-            seed=seed,
-            max_epochs=max_epochs,
-            patience=patience,
-        )
+    return _train(
+        hparams, resolution, data, space=space, device=device, filter=filter, threads=threads,
+        max_seconds=max_seconds, final=False, seed=seed, max_epochs=max_epochs,
+        patience=patience,
+    )  # fmt: skip
 
 
 def train_and_test(
@@ -631,24 +626,28 @@ def train_and_test(
     has status "failed" and ``test_accuracy`` 0.0. With PreparedData, its evaluation arrays
     are scored as the test set (build it with ``from_cache(..., final=True)``).
     """
-    start = time.perf_counter()
     _check_counts(epochs=epochs)
+    return _train(
+        hparams, resolution, data, space=space, device=device, filter=filter, threads=threads,
+        max_seconds=max_seconds, final=True, seed=seed, max_epochs=epochs, patience=epochs,
+    )  # fmt: skip
+
+
+def _train(
+    hparams: dict, resolution: int, data, *, space, device, filter: str, threads: int | None,
+    max_seconds: float | None, final: bool, seed: int, max_epochs: int, patience: int,
+) -> FitnessResult:  # fmt: skip
+    """The body of evaluate and train_and_test: check, prepare the data, train."""
+    start = time.perf_counter()
     hp, repairs = _checked_genome(hparams, resolution, space)
-    prepared = _prepare(data, resolution, device, filter, final=True)
+    prepared = _prepare(data, resolution, device, filter, final=final)
     with _threads(threads):
         if prepared.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(prepared.device)
         return _run(
-            hp,
-            prepared,
-            repairs,
-            start=start,
-            max_seconds=max_seconds,
-            final=True,
-            seed=seed,
-            max_epochs=epochs,
-            patience=epochs,
-        )
+            hp, prepared, repairs, start=start, max_seconds=max_seconds, final=final,
+            seed=seed, max_epochs=max_epochs, patience=patience,
+        )  # fmt: skip
 
 
 def keep_heap(trim_threshold: int = 1 << 30) -> bool:

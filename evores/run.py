@@ -83,7 +83,7 @@ def _configure_logging(quiet: bool) -> None:
     log.propagate = False
 
 
-def _fail(error: Exception) -> int:
+def _fail(error: Exception | str) -> int:
     print(f"evores: error: {error}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -101,6 +101,12 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
                 "that run, or choose a new --out"
             )
     _set_threads(config, workers=1)
+    from evores.slurm import SlurmEnvironment
+
+    SlurmEnvironment.from_env()  # inconsistent SLURM_* variables: refuse before writing
+    from evores.fitness import resolve_device
+
+    resolve_device(config["train"]["device"])  # a GPU asked for but absent: likewise
     cache = open_dataset(config)
     from evores.worker import load_function
 
@@ -180,7 +186,12 @@ def _serve(comm) -> int:
         return EXIT_USAGE
     _set_threads(config, workers=max(1, local - 1))
     _keep_heap()
-    work = make_work(config, open_dataset(config))
+    try:
+        work = make_work(config, open_dataset(config))
+    except EvoresError as error:  # e.g. this rank has no GPU of its own
+        _fail(f"rank {comm.Get_rank()}: {error}")
+        comm.Abort(EXIT_USAGE)
+        return EXIT_USAGE
     serve(comm, work)
     return 0
 

@@ -149,6 +149,12 @@ def _expand_counts(name: str, text: str) -> list[int]:
     return counts
 
 
+def in_step(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a task that srun launched in a SLURM job."""
+    env = os.environ if env is None else env
+    return SlurmEnvironment.from_env(env).in_job and "SLURM_LOCALID" in env
+
+
 def local_gpu_index(env: Mapping[str, str] | None = None) -> int | None:
     """The index (within the visible devices) of this rank's GPU, or None for no GPU.
 

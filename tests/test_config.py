@@ -92,3 +92,17 @@ def test_embedded_data_cuts_only_the_ranges_left_unset(tmp_path):
     (tmp_path / "cls_a").mkdir()
     user = configuration.load(overrides=[f"data.path={tmp_path}"])
     assert user["space"]["filters"] == [8, 256] and user["space"]["kernel"] == [3, 5, 7]
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (['slurm.time="2"', "slurm.signal_seconds=100", "train.max_seconds=60"], "one evaluation"),
+        (["stop.grace_seconds=200"], "killed during the grace period"),
+        (["slurm.extra=[3]"], "slurm.extra must be a list of strings"),
+    ],
+)
+def test_job_settings_that_cannot_work_are_refused(overrides, fragment):
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(overrides=overrides)
+    assert fragment in str(caught.value)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -257,24 +258,37 @@ def test_resolve_device_defaults_to_cpu_without_cuda(monkeypatch):
         resolve_device("not-a-device")
 
 
+STEP_OF_3 = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "3", "SLURM_STEP_TASKS_PER_NODE": "3"}
+
+
 @pytest.mark.parametrize(
     ("env", "count", "expected"),
     [
-        ({"SLURM_LOCALID": "1"}, 2, 1),
-        ({"OMPI_COMM_WORLD_LOCAL_RANK": "1", "SLURM_LOCALID": "0"}, 2, 0),
-        ({"MPI_LOCALRANKID": "1"}, 4, 1),
-        ({"SLURM_LOCALID": "3"}, 1, 0),  # one GPU bound per task: it is this task's own
-        ({}, 2, 0),
+        # srun, 3 tasks on one node: the driver (task 0) takes no GPU, task 2 the second one
+        ({**STEP_OF_3, "SLURM_PROCID": "2", "SLURM_LOCALID": "2"}, 2, "cuda:1"),
+        ({**STEP_OF_3, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}, 2, "cpu"),
+        # one GPU bound per task (CUDA_VISIBLE_DEVICES names one): it is this task's own
+        (
+            {**STEP_OF_3, "SLURM_PROCID": "1", "SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "3"},
+            1,
+            "cuda:0",
+        ),  # fmt: skip
+        ({"MPI_LOCALRANKID": "1"}, 4, "cuda:1"),  # mpiexec outside SLURM
+        ({"OMPI_COMM_WORLD_LOCAL_RANK": "1"}, 2, "cuda:1"),
+        ({}, 2, "cuda:0"),
     ],
 )
 def test_auto_device_follows_the_local_rank(monkeypatch, env, count, expected):
-    for var in ("SLURM_LOCALID", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"):
-        monkeypatch.delenv(var, raising=False)
+    for var in list(os.environ):
+        if var.startswith("SLURM_") or var in (
+            "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "CUDA_VISIBLE_DEVICES"
+        ):  # fmt: skip
+            monkeypatch.delenv(var)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
-    assert resolve_device() == torch.device("cuda", expected)
+    assert resolve_device() == torch.device(expected)
 
 
 def test_keep_heap_is_opt_in_and_works_in_a_fresh_process():

@@ -10,46 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import seeds, spaces
 
 from evores.errors import ConfigError
 from evores.operators import best_indices, crossover, mutate, tournament
 from evores.space import Categorical, Integer, LogFloat, SearchSpace
-
-# The random-space strategy mirrors tests/test_space.py; it is repeated rather than imported
-# so each test module stands alone under any pytest import mode.
-
-
-@st.composite
-def log_bounds(draw: st.DrawFn, lo: float, hi: float) -> tuple[float, float]:
-    a = draw(st.floats(lo, hi, allow_nan=False))
-    b = draw(st.floats(a, hi, allow_nan=False))
-    return 10.0**a, 10.0**b
-
-
-@st.composite
-def int_bounds(draw: st.DrawFn, lo: int, hi: int) -> tuple[int, int]:
-    a = draw(st.integers(lo, hi))
-    return a, draw(st.integers(a, hi))
-
-
-@st.composite
-def spaces(draw: st.DrawFn) -> SearchSpace:
-    choices = st.lists(st.integers(1, 11), min_size=1, max_size=4, unique=True)
-    batches = st.lists(st.sampled_from([2**i for i in range(11)]), min_size=1, unique=True)
-    return SearchSpace(
-        learning_rate=LogFloat(*draw(log_bounds(-6, 1))),
-        conv_layers=Integer(*draw(int_bounds(1, 7))),
-        filters=Integer(*draw(int_bounds(1, 300)), log=True),
-        kernel=Categorical(tuple(draw(choices))),
-        fc_layers=Integer(*draw(int_bounds(1, 4))),
-        units=Integer(*draw(int_bounds(1, 2000)), log=True),
-        batch_size=Categorical(tuple(draw(batches))),
-        l1=LogFloat(*draw(log_bounds(-10, 0)), allow_zero=draw(st.booleans())),
-        l2=LogFloat(*draw(log_bounds(-10, 0)), allow_zero=draw(st.booleans())),
-    )
-
-
-seeds = st.integers(0, 2**63 - 1)
 
 
 def genome(**changes) -> dict:

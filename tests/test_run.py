@@ -197,3 +197,28 @@ def test_asynchronous_run_under_mpi_keeps_the_budget_and_the_contract(cli, tmp_p
     assert {r["rank"] for r in records} == {1, 2}
     assert sum(r["kind"] == "final" for r in records) == 2
     assert len({tuple(r["key"]) for r in records}) == len(records) == 12
+
+
+@pytest.mark.parametrize(
+    "env, overrides, fragment",
+    [
+        ({"SLURM_JOB_ID": "9", "SLURM_PROCID": "5", "SLURM_NTASKS": "2"}, [], "SLURM_PROCID=5"),
+        ({}, ["train.device=cuda:0"], "CUDA is not available"),
+        ({}, ['slurm.time="3"', "train.max_seconds=120"], "one evaluation"),
+    ],
+)
+def test_bad_job_environment_is_one_line_and_exit_2(cli, tmp_path, env, overrides, fragment):
+    run_dir = tmp_path / "run"
+    result = cli("--out", str(run_dir), overrides=TINY_RUN + overrides, env=env)
+    assert_refused(result, fragment, run_dir)
+
+
+@pytest.mark.mpi
+def test_a_single_rank_under_mpiexec_runs_serially_with_a_warning(cli, tmp_path):
+    require_mpiexec()
+    run_dir = tmp_path / "run"
+    plugin = ["fitness.function=fitness_plugins:accuracy_from_seed"]
+    result = cli("--out", str(run_dir), overrides=TINY_RUN + plugin, mpi_ranks=1)
+    assert result.returncode == 0, result.stderr
+    assert "running serially" in result.stderr
+    assert summary(run_dir)["n_evaluations"] == 10
