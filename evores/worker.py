@@ -45,7 +45,9 @@ class FinalSplits:
     """A cache seen the way the final retraining needs it: train + val to train, test to score.
 
     A user's fitness function trains on ``arrays(r, "train")`` and reports accuracy on
-    ``arrays(r, "val")``; handing it this view retrains it for the final answer unchanged.
+    ``arrays(r, "val")``; handing it this view retrains it for the final answer unchanged. It
+    is called with ``max_epochs`` and ``patience`` both set to the epochs that were best in
+    the candidate's evaluation, so it trains that long, as the built-in retraining does.
     """
 
     def __init__(self, cache: DatasetCache):
@@ -110,15 +112,17 @@ def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
 
     def run_user(task: dict[str, Any]) -> dict[str, Any]:
         final = task["kind"] == "final"
+        epochs = task["epochs"] if final else train["max_epochs"]
         started = time.perf_counter()
         value = user_function(
             task["hparams"], task["resolution"], FinalSplits(cache) if final else cache,
-            seed=task["seed"], device=device, max_epochs=train["max_epochs"],
-            patience=train["patience"], max_seconds=budget, space=space,
-            filter=config["data"]["filter"],
+            seed=task["seed"], device=device, max_epochs=epochs,
+            patience=epochs if final else train["patience"],
+            max_seconds=None if final else budget, space=space, filter=config["data"]["filter"],
         )  # fmt: skip
         result = result_from_user(value, time.perf_counter() - started).to_dict()
-        if final:
+        if final and result.get("test_accuracy") is None:
+            # What the function measured on its "val" split was the test split.
             result["test_accuracy"], result["val_accuracy"] = result["val_accuracy"], 0.0
         return result
 
