@@ -3,8 +3,9 @@
 For each resolution, one fixed genome (3 conv 32/64/64 3x3, FC 128, batch 64, lr 0.01) trains
 for --epochs epochs on the same images twice, side by side:
 
-* cached: the resolution's images as one uint8 tensor (evores.fitness.PreparedData); a batch is
-  an index gather + float conversion + normalisation;
+* cached: the train split of evores' HDF5 cache (evores.cache.open_cache), one uint8 tensor
+  per resolution (evores.fitness.PreparedData); a batch is an index gather + float conversion
+  + normalisation;
 * naive:  torchvision ImageFolder + Resize + ToTensor + Normalize through a DataLoader
   (num_workers=0), decoding and resizing every JPEG every epoch.
 
@@ -69,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
     parser.add_argument("--keep-heap", action="store_true", help="call evores.fitness.keep_heap()")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path.home() / ".cache" / "evores",
+        help="where evores keeps its dataset caches",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -79,25 +84,19 @@ def subset(n: int, limit: int | None) -> np.ndarray:
     return np.sort(np.random.default_rng(SEED).permutation(n)[:limit])
 
 
-def load_cached(dataset: Path, resolutions: list[int], keep: np.ndarray):
-    """uint8 (N, 3, r, r) arrays of the train/ folder for every resolution, built once.
-
-    Stop-gap until evores.cache lands: Pillow, box filter, one pass over the JPEGs.
-    """
-    from PIL import Image
+def load_cached(dataset: Path, resolutions: list[int], limit: int | None, cache_dir: Path):
+    """The train split of evores' HDF5 cache of ``dataset`` at every resolution (built on the
+    first call, reused after), as uint8 (N, 3, r, r) arrays, first ``limit`` images only."""
+    from evores.cache import open_cache
 
     start = time.perf_counter()
-    folder = train_folder(dataset)
-    samples = [folder.samples[i] for i in keep]
-    arrays = {r: np.empty((len(samples), 3, r, r), np.uint8) for r in resolutions}
-    for i, (path, _) in enumerate(samples):
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            for r, out in arrays.items():
-                out[i] = np.asarray(image.resize((r, r), Image.BOX)).transpose(2, 0, 1)
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    n_classes = len(folder.classes)
-    return {r: (x, labels) for r, x in arrays.items()}, n_classes, time.perf_counter() - start
+    cache = open_cache(dataset, resolutions, cache_dir=cache_dir)
+    arrays = {}
+    for r in resolutions:
+        x, y = cache.arrays(r, "train")
+        keep = subset(len(y), limit)
+        arrays[r] = (np.ascontiguousarray(x[keep]), np.asarray(y[keep], dtype=np.int64))
+    return arrays, cache.n_classes, time.perf_counter() - start
 
 
 def cached_epochs(data: PreparedData) -> Iterator[tuple[float, float]]:
@@ -196,8 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     heap = keep_heap() if args.keep_heap else False
-    keep = subset(len(train_folder(args.dataset).targets), args.limit)
-    arrays, n_classes, build_seconds = load_cached(args.dataset, args.resolutions, keep)
+    arrays, n_classes, build_seconds = load_cached(
+        args.dataset, args.resolutions, args.limit, args.cache_dir
+    )
+    # The naive pipeline reads as many images of train/ as the cached train split holds.
+    n_train = len(arrays[args.resolutions[0]][1])
+    keep = subset(len(train_folder(args.dataset).targets), n_train)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, heap kept: {heap}, "
         f"epochs timed: {args.epochs}, cache ready in {build_seconds:.1f} s, "
