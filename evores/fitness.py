@@ -67,8 +67,10 @@ class FitnessResult:
 
     def to_dict(self) -> dict:
         """JSON-safe builtins only (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        d["repairs"] = list(self.repairs)
+        # Field by field rather than dataclasses.asdict, whose deep copy was a tenth of the
+        # driver's time per evaluation with a no-op fitness function.
+        d = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        d["repairs"] = list(self.repairs)  # strings
         return d
 
     @classmethod
