@@ -145,3 +145,25 @@ def test_cli_refuses_a_directory_a_live_run_holds(cli, tmp_path, tiny_run):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("evores: error:") and "live run" in result.stderr
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_asynchronous_run_stopped_under_mpi_resumes_without_retraining(cli, cli_started, tmp_path):
+    require_mpiexec()
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    overrides = TINY_RUN + ["search.asynchronous=true"]
+    process = cli_started("--out", str(run_dir), overrides=overrides, mpi_ranks=3, log=log)
+    wait_for_records(process, run_dir, 3, log)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == EXIT_CHECKPOINTED, log.read_text()
+    finished = {tuple(r["key"]) for r in records(run_dir) if r["status"] != "interrupted"}
+    resumed = cli("--out", str(run_dir), "--resume", mpi_ranks=3)
+    assert resumed.returncode == 0, resumed.stderr
+    completed = [r for r in records(run_dir) if r["status"] != "interrupted"]
+    keys = [tuple(r["key"]) for r in completed]
+    assert len(keys) == len(set(keys)) == 12  # nothing finished before the stop ran again
+    assert finished <= set(keys)
+    run_summary = summary(run_dir)
+    assert [s["n_evaluations"] for s in run_summary["stages"]] == [6, 4]
+    assert 0.0 <= run_summary["test_accuracy"] <= 1.0
