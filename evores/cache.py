@@ -192,7 +192,13 @@ def _cache_path(cache_dir, name: str, params: dict) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get("EVORES_CACHE_DIR") or Path.home() / ".cache" / "evores"
     folder = Path(cache_dir).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"cannot create the dataset cache folder {str(folder)!r} ({error.strerror}); set "
+            "data.cache_dir or EVORES_CACHE_DIR to a writable folder"
+        ) from None
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "dataset"
     return folder / f"{safe}-{params['filter']}-{params['crop']}-{digest}.h5"

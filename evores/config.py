@@ -112,7 +112,8 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; give the path of a TOML file")
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(path)!r} {problem}; give the path of a TOML file")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

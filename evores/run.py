@@ -91,6 +91,10 @@ def _fail(error: Exception | str) -> int:
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Everything a user can get wrong is checked here, before the run directory is touched."""
     run_dir = RunDirectory(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    if run_dir.path.exists() and not run_dir.path.is_dir():
+        raise CheckpointError(
+            f"--out {str(run_dir.path)!r} is a file, not a directory; choose a directory"
+        )
     if args.resume:
         config = _resumed_config(args, run_dir)
     else:
@@ -112,9 +116,15 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
     if config["fitness"]["function"]:
         load_function(config["fitness"]["function"])
-    if not args.resume:
-        run_dir.create(configuration.to_toml(config))
-    run_dir.lock()
+    try:
+        if not args.resume:
+            run_dir.create(configuration.to_toml(config))
+        run_dir.lock()
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write the run directory {str(run_dir.path)!r} ({error.strerror}); "
+            "choose a writable --out"
+        ) from None
     return {"config": config, "run_dir": run_dir, "cache": cache}
 
 

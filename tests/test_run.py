@@ -222,3 +222,18 @@ def test_a_single_rank_under_mpiexec_runs_serially_with_a_warning(cli, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "running serially" in result.stderr
     assert summary(run_dir)["n_evaluations"] == 10
+
+
+def test_unusable_places_on_disk_are_one_line_and_exit_2(cli, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    result = cli("--out", str(a_file), overrides=TINY_RUN)
+    assert result.returncode == 2 and "is a file, not a directory" in result.stderr
+    assert a_file.read_text() == "keep me"
+    run_dir = tmp_path / "run"
+    result = cli("--out", str(run_dir), overrides=TINY_RUN, env={"EVORES_CACHE_DIR": str(a_file)})
+    assert_refused(result, "cannot create the dataset cache folder", run_dir)
+    result = cli("--out", str(a_file / "run"), overrides=TINY_RUN)
+    assert result.returncode == 2 and "cannot write the run directory" in result.stderr
+    result = cli("--config", str(tmp_path), "--out", str(run_dir))
+    assert_refused(result, "is a directory", run_dir)
