@@ -134,7 +134,8 @@ class RunDirectory:
                 version = payload["format"]
             except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
                 problems.append(f"{path} is damaged ({type(error).__name__})")
-                log.warning("%s is damaged; falling back to the previous checkpoint", path)
+                if name == CHECKPOINT:
+                    log.warning("%s is damaged; falling back to %s", path, PREVIOUS)
                 continue
             if version != FORMAT:
                 raise CheckpointError(
