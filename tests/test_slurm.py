@@ -434,6 +434,29 @@ def test_evores_sbatch_runs_a_tiny_search(slurm_cluster, tmp_path, tmp_path_fact
     assert 0.0 <= summary["test_accuracy"] <= 1.0
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_rendered_script_runs_the_search_on_slurm(
+    slurm_cluster, tmp_path, tmp_path_factory, tiny_run
+):
+    """python -m evores.slurm writes the job from the config's [slurm] section; submitted as
+    it is, it runs the same search as the uninterrupted serial run."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG + '[slurm]\ntime = "00:10:00"\nsignal_seconds = 90\n')
+    run_dir, out, script = tmp_path / "run", tmp_path / "job.out", tmp_path / "job.sbatch"
+    rendered = subprocess.run(
+        [sys.executable, "-m", "evores.slurm", "--config", str(config), "--out", str(run_dir),
+         "--python", sys.executable],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    script.write_text(rendered.stdout)
+    assert "#SBATCH --ntasks=3" in rendered.stdout and "#SBATCH --time=00:10:00" in rendered.stdout
+    env = {"EVORES_CACHE_DIR": str(tmp_path_factory.mktemp("slurm-cache"))}
+    job = slurm_cluster.sbatch(["-o", str(out), f"--chdir={tmp_path}", str(script)], env=env)
+    assert slurm_cluster.wait(job, timeout=150) == "COMPLETED", out.read_text()[-3000:]
+    assert_same_result(run_dir, tiny_run[0])
+
+
 class Timeline:
     """Moments of a job as the test saw them, printed for the record (pytest -s shows them)."""
 
