@@ -90,7 +90,6 @@ class Driver:
 
     def _run_steady(self, search: SteadyStateSearch, logged: dict) -> None:
         """Asynchronous mode: one task per free worker, one result at a time."""
-        self.last_checkpoint = time.monotonic()
         told = {"count": 0, "failed": 0}
 
         def next_task() -> dict | None:
@@ -146,11 +145,11 @@ class Driver:
 
     def _stopped(self, search: LadderSearch, abandoned: list[dict]) -> None:
         """Record the evaluations a stop left unfinished, checkpoint, and end the run here."""
+        reason = self.stop.reason
         for task in abandoned:
-            entry = self._record(task, {"status": INTERRUPTED, "reason": self.stop.reason})
+            entry = self._record(task, {"status": INTERRUPTED, "reason": reason})
             self.run_dir.append_record(entry)
         self._checkpoint(search)
-        reason = self.stop.reason if self.stop else "stopped"
         log.warning(
             "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "
             "checkpoint written; continue with --resume",

@@ -25,10 +25,11 @@ core, which an idle worker or the master would otherwise steal from the ranks th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from evores.errors import ConfigError
@@ -123,6 +124,19 @@ def _run_task(work: Work, task: dict, rank: int) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def _interruptible(stop: Any) -> Iterator[None]:
+    """While tasks run in this process, a second stop signal interrupts the running one."""
+    if stop is None:
+        yield
+        return
+    stop.interrupt_running = True
+    try:
+        yield
+    finally:
+        stop.interrupt_running = False
+
+
 class SerialEvaluator:
     """Runs every task in this process, one after another (rank 0, no MPI)."""
 
@@ -143,23 +157,16 @@ class SerialEvaluator:
         """
         results: list[dict | None] = [None] * len(tasks)
         self.abandoned = []
-        if stop is not None:
-            stop.interrupt_running = True
-        try:
+        with _interruptible(stop):
             for index, task in enumerate(tasks):
                 if stop:
                     break
-                try:
-                    result = _run_task(self.work, task, rank=0)
-                except RunInterrupted:
-                    self.abandoned = [task]
+                result = self._run_one(task)
+                if result is None:
                     break
                 results[index] = result
                 if on_result is not None:
                     on_result(task, result)
-        finally:
-            if stop is not None:
-                stop.interrupt_running = False
         return results
 
     def steady(
@@ -177,25 +184,27 @@ class SerialEvaluator:
         in ``abandoned``). Returns [] otherwise.
         """
         self.abandoned = []
-        if stop is not None:
-            stop.interrupt_running = True
-        try:
+        with _interruptible(stop):
             while not stop:
                 task = next_task()
                 if task is None:
                     if finished():
                         break
                     raise _stalled()
-                try:
-                    result = _run_task(self.work, task, rank=0)
-                except RunInterrupted:
-                    self.abandoned = [task]
+                result = self._run_one(task)
+                if result is None:
                     break
                 on_result(task, result)
-        finally:
-            if stop is not None:
-                stop.interrupt_running = False
         return list(self.abandoned)
+
+    def _run_one(self, task: dict) -> dict | None:
+        """The task's result; None, with the task in ``abandoned``, if a second stop signal
+        interrupted it."""
+        try:
+            return _run_task(self.work, task, rank=0)
+        except RunInterrupted:
+            self.abandoned = [task]
+            return None
 
     def close(self) -> None:
         """Nothing to release; present so both evaluators are used the same way."""

@@ -213,6 +213,14 @@ def _keep_heap() -> None:
     keep_heap()
 
 
+def _abort_every_rank(comm, run_dir: RunDirectory, code: int) -> None:
+    """End the MPI job from rank 0 with ``code``, the run directory released."""
+    run_dir.unlock()
+    logging.shutdown()
+    comm.Abort(code)
+    os._exit(code)  # MPI_Abort may return before the launcher ends this process
+
+
 def _drive(setup: dict[str, Any], comm, stop: StopRequest) -> int:
     from evores.driver import Driver
     from evores.evaluators import make_evaluator
@@ -232,10 +240,7 @@ def _drive(setup: dict[str, Any], comm, stop: StopRequest) -> int:
         if getattr(evaluator, "busy", 0):
             # Workers still training what was abandoned would only finish after the job's
             # end; the checkpoint is written, so end every rank now.
-            setup["run_dir"].unlock()
-            logging.shutdown()
-            comm.Abort(EXIT_CHECKPOINTED)
-            os._exit(EXIT_CHECKPOINTED)  # MPI_Abort may return before the launcher ends us
+            _abort_every_rank(comm, setup["run_dir"], EXIT_CHECKPOINTED)
         evaluator.close()
         return EXIT_CHECKPOINTED
     except EvoresError as error:
@@ -245,10 +250,7 @@ def _drive(setup: dict[str, Any], comm, stop: StopRequest) -> int:
         if comm is not None and comm.Get_size() > 1:
             # The workers would wait for tasks forever: end the job, with the traceback logged.
             log.exception("the driver failed; aborting every rank")
-            setup["run_dir"].unlock()
-            logging.shutdown()
-            comm.Abort(1)
-            os._exit(1)
+            _abort_every_rank(comm, setup["run_dir"], 1)
         raise
     evaluator.close()
     log.info(

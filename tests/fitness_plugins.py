@@ -24,18 +24,14 @@ def builtin(hparams, resolution, data, *, seed, device, max_epochs, patience, ma
 _calls = 0
 
 
-def dies_hard_once(hparams, resolution, data, *, seed, device, max_epochs, patience,
-                   max_seconds, space, filter):  # fmt: skip
+def dies_hard_once(hparams, resolution, data, **options):
     """The built-in fitness, but the process exits at once at the Nth call of this process
     when EVORES_TEST_DIE_AT=N is set: a stand-in for kill -9 in the middle of a generation."""
     global _calls
     _calls += 1
     if _calls == int(os.environ.get("EVORES_TEST_DIE_AT", "0")):
         os._exit(137)
-    return builtin(
-        hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
-        patience=patience, max_seconds=max_seconds, space=space, filter=filter,
-    )  # fmt: skip
+    return builtin(hparams, resolution, data, **options)
 
 
 def accuracy_from_seed(hparams, resolution, data, *, seed, device, max_epochs, patience,
@@ -44,25 +40,17 @@ def accuracy_from_seed(hparams, resolution, data, *, seed, device, max_epochs, p
     return (seed % 1000) / 1000 * 0.5 + len(hparams["conv_filters"]) / 20 + resolution / 1000
 
 
-def slow_evaluate(hparams, resolution, data, *, seed, device, max_epochs, patience,
-                  max_seconds, space, filter):  # fmt: skip
+def slow_evaluate(hparams, resolution, data, **options):
     """The built-in fitness after a pause of EVORES_TEST_SLEEP seconds: a run that lasts long
     enough to be caught by a signal or a time limit, with the results of the built-in one."""
     import time
 
     time.sleep(float(os.environ.get("EVORES_TEST_SLEEP", "0")))
-    return builtin(
-        hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
-        patience=patience, max_seconds=max_seconds, space=space, filter=filter,
-    )  # fmt: skip
+    return builtin(hparams, resolution, data, **options)
 
 
-def sometimes_raises(hparams, resolution, data, *, seed, device, max_epochs, patience,
-                     max_seconds, space, filter):  # fmt: skip
+def sometimes_raises(hparams, resolution, data, **options):
     """Raises for about a third of the seeds, as a user's buggy model would; no training."""
-    if seed % 3 == 0:
-        raise ValueError(f"user model broke on seed {seed}")
-    return accuracy_from_seed(
-        hparams, resolution, data, seed=seed, device=device, max_epochs=max_epochs,
-        patience=patience, max_seconds=max_seconds, space=space, filter=filter,
-    )  # fmt: skip
+    if options["seed"] % 3 == 0:
+        raise ValueError(f"user model broke on seed {options['seed']}")
+    return accuracy_from_seed(hparams, resolution, data, **options)
