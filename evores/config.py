@@ -11,10 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from evores.errors import ConfigError
 

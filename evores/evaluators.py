@@ -30,12 +30,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from evores.errors import ConfigError
 from evores.stopping import RunInterrupted
 
 __all__ = [
+    "Evaluator",
     "Work",
     "SerialEvaluator",
     "MPIEvaluator",
@@ -50,6 +51,35 @@ logger = logging.getLogger("evores.evaluators")
 Work = Callable[[dict], dict]
 OnResult = Callable[[dict, dict], None]
 NextTask = Callable[[], dict | None]
+
+class Evaluator(Protocol):
+    """What the driver needs of an evaluator; SerialEvaluator and MPIEvaluator both offer it."""
+
+    n_workers: int  # evaluations that can run at once
+    abandoned: list[dict]  # tasks a stop left unfinished, after map() or steady()
+
+    @property
+    def busy(self) -> int:
+        """Workers still running a task (after a stop: the abandoned ones still training)."""
+        ...
+
+    def map(
+        self, tasks: list[dict], on_result: OnResult | None = None, stop: Any = None
+    ) -> list[dict | None]:
+        """Every task's result in task order (None where a stop prevented it)."""
+        ...
+
+    def steady(
+        self, next_task: NextTask, on_result: OnResult, finished: Callable[[], bool],
+        stop: Any = None,
+    ) -> list[dict]:  # fmt: skip
+        """Hand ``next_task()`` to every free worker until ``finished()``; the abandoned tasks."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers (safe to call twice)."""
+        ...
+
 
 # Message tags on the communicator handed to the evaluator.
 TAG_TASK = 11
@@ -205,6 +235,11 @@ class SerialEvaluator:
         except RunInterrupted:
             self.abandoned = [task]
             return None
+
+    @property
+    def busy(self) -> int:
+        """Always 0: when map() or steady() returns, nothing runs in this process any more."""
+        return 0
 
     def close(self) -> None:
         """Nothing to release; present so both evaluators are used the same way."""
@@ -447,7 +482,7 @@ def _send_result(comm: Any, result: dict, rank: int) -> None:
         comm.send(fallback, dest=0, tag=TAG_RESULT)
 
 
-def make_evaluator(work: Work, comm: Any = None) -> SerialEvaluator | MPIEvaluator:
+def make_evaluator(work: Work, comm: Any = None) -> Evaluator:
     """The evaluator for this process: serial without MPI, MPI master on rank 0.
 
     ``comm`` None or of size 1 gives a SerialEvaluator. On a larger communicator this must be

@@ -54,3 +54,13 @@ def sometimes_raises(hparams, resolution, data, **options):
     if options["seed"] % 3 == 0:
         raise ValueError(f"user model broke on seed {options['seed']}")
     return accuracy_from_seed(hparams, resolution, data, **options)
+
+
+def accuracy_from_seed_dies_once(hparams, resolution, data, **options):
+    """``accuracy_from_seed``, but the process exits at once at the Nth call of this process
+    when EVORES_TEST_DIE_AT=N is set: a kill -9 mid-stage of a run that trains nothing."""
+    global _calls
+    _calls += 1
+    if _calls == int(os.environ.get("EVORES_TEST_DIE_AT", "0")):
+        os._exit(137)
+    return accuracy_from_seed(hparams, resolution, data, **options)

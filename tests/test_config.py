@@ -1,5 +1,6 @@
-import pytest
 import tomllib
+
+import pytest
 
 from evores import config as configuration
 from evores.errors import ConfigError

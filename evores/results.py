@@ -1,0 +1,204 @@
+"""What an evaluation is asked and what it answers: tasks, fitness results and log records.
+
+One home for the plain data that crosses processes and reaches disk, so that a field is
+defined once and ``grep`` finds its definition and every use. This module imports neither
+torch nor MPI: the driver, the search and the report read it without paying for either.
+
+- A **task** (:class:`Task`, built by :func:`make_task`) is what the search asks an evaluator
+  to run.
+- A **result** (:class:`FitnessResult`, or its :meth:`FitnessResult.to_dict` plus the
+  ``rank`` that ran it) is what comes back; :meth:`FitnessResult.failed` builds a failed one.
+- A **record** (:class:`LogRecord`, built by :func:`make_record`) is one line of the run's
+  ``evaluations.jsonl``: the task's fields, the run's clock, then the result's fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+# An evaluation's status.
+OK = "ok"
+FAILED = "failed"
+INTERRUPTED = "interrupted"  # a stop abandoned it; --resume runs it again (logged only)
+
+# What kind of failure a failed evaluation had.
+FAILURE_NAN = "nan"  # the loss or the network's outputs became NaN or infinite
+FAILURE_OOM = "oom"  # out of memory, also after the retry at half the batch size
+FAILURE_BUDGET = "budget"  # train.max_seconds ran out
+FAILURE_EXCEPTION = "exception"  # the training or the user's fitness function raised
+
+# What a task asks for: an evaluation of a search stage, or the final retraining.
+KIND_SEARCH = "search"
+KIND_FINAL = "final"
+
+MAX_REASON_CHARS = 500
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (newlines would break a log line), at most
+    :data:`MAX_REASON_CHARS` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 3] + "..."
+    return text
+
+
+@dataclass(frozen=True)
+class FitnessResult:
+    """Outcome of one evaluation; plain data that crosses processes and reaches disk.
+
+    ``peak_memory_bytes`` is CUDA's max allocated bytes during the evaluation on a GPU; on the
+    CPU it is the peak resident set size of the whole process so far (``ru_maxrss``), an upper
+    bound that never decreases, not the evaluation's own footprint.
+    ``seconds_per_epoch`` includes the per-epoch validation pass; ``images_per_second``
+    counts training images over training-step time only.
+    """
+
+    val_accuracy: float
+    status: str
+    reason: str | None
+    failure: str | None
+    epochs: int
+    best_epoch: int
+    wall_seconds: float
+    seconds_per_epoch: float
+    n_parameters: int
+    peak_memory_bytes: int
+    images_per_second: float
+    repairs: tuple[str, ...] = ()
+    test_accuracy: float | None = None
+
+    @classmethod
+    def failed(
+        cls, reason: str, failure: str, *, test_accuracy: float | None = None, **measured: Any
+    ) -> FitnessResult:
+        """A failed evaluation: accuracy 0.0 (the penalty), ``failure`` one of the
+        ``FAILURE_*`` types, ``reason`` the one-line cause. ``measured`` holds what the attempt
+        measured before it failed (epochs, wall_seconds, ...); what it omits is zero."""
+        fields = {
+            "epochs": 0,
+            "best_epoch": 0,
+            "wall_seconds": 0.0,
+            "seconds_per_epoch": 0.0,
+            "n_parameters": 0,
+            "peak_memory_bytes": 0,
+            "images_per_second": 0.0,
+            **measured,
+        }
+        return cls(
+            val_accuracy=0.0, status=FAILED, reason=reason, failure=failure,
+            test_accuracy=test_accuracy, **fields,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe builtins only (tuples become lists)."""
+        # Field by field rather than dataclasses.asdict, whose deep copy was a tenth of the
+        # driver's time per evaluation with a no-op fitness function.
+        d = {name: getattr(self, name) for name in RESULT_FIELDS}
+        d["repairs"] = list(self.repairs)  # strings
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitnessResult:
+        """Inverse of :meth:`to_dict`; extra keys (e.g. a record's ``rank``) are ignored."""
+        missing = [name for name in _REQUIRED_FIELDS if name not in d]
+        if missing:
+            raise ValueError(f"fitness result dict lacks {missing}; pass FitnessResult.to_dict()")
+        kwargs = {name: d[name] for name in RESULT_FIELDS if name in d}
+        kwargs["repairs"] = tuple(kwargs.get("repairs", ()))
+        return cls(**kwargs)
+
+
+RESULT_FIELDS = tuple(field.name for field in dataclasses.fields(FitnessResult))
+_REQUIRED_FIELDS = tuple(
+    field.name
+    for field in dataclasses.fields(FitnessResult)
+    if field.default is dataclasses.MISSING
+)
+
+
+def failed_result(reason: str, failure: str) -> dict[str, Any]:
+    """:meth:`FitnessResult.failed` as the plain dict that travels and is logged."""
+    return FitnessResult.failed(reason, failure).to_dict()
+
+
+class Task(TypedDict):
+    """One evaluation the search asks for (plain data: it travels over MPI as it is)."""
+
+    key: list[int]  # [stage, generation, index]; asynchronous: [stage, birth, 0]
+    kind: str  # KIND_SEARCH or KIND_FINAL
+    hparams: dict[str, Any]  # the canonical genome (evores.space)
+    resolution: int
+    seed: int
+    epochs: int | None  # the final retraining's epochs; None for a search evaluation
+    elite_of: NotRequired[list]  # a carried elite: [its stage, its fitness there]
+    val_accuracy: NotRequired[float]  # a final candidate's validation accuracy
+
+
+def make_task(
+    key: list[int], kind: str, hparams: dict[str, Any], resolution: int, seed: int,
+    epochs: int | None = None, **extra: Any,
+) -> Task:  # fmt: skip
+    """A task; ``extra`` holds the optional fields (``elite_of``, ``val_accuracy``)."""
+    task: Task = {
+        "key": list(key),
+        "kind": kind,
+        "hparams": hparams,
+        "resolution": resolution,
+        "seed": seed,
+        "epochs": epochs,
+    }
+    task.update(extra)  # type: ignore[typeddict-item]
+    return task
+
+
+class LogRecord(TypedDict, total=False):
+    """One line of ``evaluations.jsonl``: a task's fields, ``elapsed``, a result's fields."""
+
+    key: list[int]
+    kind: str
+    stage: int
+    generation: int  # asynchronous mode: the birth number
+    index: int
+    hparams: dict[str, Any]
+    resolution: int
+    seed: int
+    elapsed: float  # the run's clock when the result was logged
+    elite_of: list
+    status: str  # OK, FAILED or INTERRUPTED
+    reason: str | None
+    failure: str | None
+    rank: int
+    val_accuracy: float
+    test_accuracy: float | None
+    epochs: int
+    best_epoch: int
+    wall_seconds: float
+    seconds_per_epoch: float
+    n_parameters: int
+    peak_memory_bytes: int
+    images_per_second: float
+    repairs: list[str]
+
+
+def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord:
+    """The log record of ``task`` with ``result`` (a result dict, or just a status and reason
+    for an interrupted evaluation); ``elapsed`` is the run's clock."""
+    stage, generation, index = task["key"]
+    record: LogRecord = {
+        "key": task["key"],
+        "kind": task["kind"],
+        "stage": stage,
+        "generation": generation,
+        "index": index,
+        "hparams": task["hparams"],
+        "resolution": task["resolution"],
+        "seed": task["seed"],
+        "elapsed": round(elapsed, 3),
+    }
+    if "elite_of" in task:
+        record["elite_of"] = task["elite_of"]
+    record.update(result)  # type: ignore[typeddict-item]
+    return record
