@@ -2,7 +2,8 @@
 
 The public API, importable from here (loaded on first use, so ``import evores`` stays cheap):
 
-- ``evaluate``, ``train_and_test``, ``FitnessResult``, ``PreparedData`` — the fitness function
+- ``evaluate``, ``train_and_test``, ``PreparedData`` — the fitness function
+- ``FitnessResult`` — what an evaluation answers
 - ``SearchSpace`` — the typed genes and the genome
 - ``open_cache`` — the resolution cache of a dataset
 - ``LadderSearch`` — the ask/tell search up the resolution ladder
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "evaluate": "evores.fitness",
     "train_and_test": "evores.fitness",
-    "FitnessResult": "evores.fitness",
+    "FitnessResult": "evores.results",
     "PreparedData": "evores.fitness",
     "SearchSpace": "evores.space",
     "open_cache": "evores.cache",

@@ -5,8 +5,9 @@ each batch is an index gather plus a float conversion and normalisation, and shu
 seeded ``torch.Generator``. Nothing is decoded or resized per epoch.
 
 Training failures never escape :func:`evaluate` / :func:`train_and_test`; they come back as a
-:class:`FitnessResult` with ``status="failed"``, a failure type and ``val_accuracy=0.0`` (the
-penalty). Invalid hyperparameters are a programmer error and raise :class:`ConfigError`.
+:class:`evores.results.FitnessResult` with ``status="failed"``, a failure type and
+``val_accuracy=0.0`` (the penalty). Invalid hyperparameters are a programmer error and raise
+:class:`ConfigError`. How long a training may run is a :class:`TrainBudget`.
 """
 
 from __future__ import annotations
@@ -32,61 +33,30 @@ from torch import nn
 
 from evores.errors import ConfigError, DataError
 from evores.model import build_cnn, count_parameters, weight_tensors
+from evores.results import (
+    FAILURE_BUDGET,
+    FAILURE_EXCEPTION,
+    FAILURE_NAN,
+    FAILURE_OOM,
+    FitnessResult,
+    one_line,
+)
 from evores.seeding import derive_seed
+
+__all__ = [
+    "FitnessResult",  # defined in evores.results; imported from here by users' code
+    "PreparedData",
+    "TrainBudget",
+    "evaluate",
+    "train_and_test",
+    "resolve_device",
+    "keep_heap",
+]
 
 logger = logging.getLogger("evores.fitness")
 
 # Outside SLURM (whose variables evores.slurm reads): the MPI launchers' node-local rank.
 _LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
-
-
-@dataclass(frozen=True)
-class FitnessResult:
-    """Outcome of one evaluation; plain data that crosses processes and reaches disk.
-
-    ``peak_memory_bytes`` is CUDA's max allocated bytes during the evaluation on a GPU; on the
-    CPU it is the peak resident set size of the whole process so far (``ru_maxrss``), an upper
-    bound that never decreases, not the evaluation's own footprint.
-    ``seconds_per_epoch`` includes the per-epoch validation pass; ``images_per_second``
-    counts training images over training-step time only.
-    """
-
-    val_accuracy: float
-    status: str
-    reason: str | None
-    failure: str | None
-    epochs: int
-    best_epoch: int
-    wall_seconds: float
-    seconds_per_epoch: float
-    n_parameters: int
-    peak_memory_bytes: int
-    images_per_second: float
-    repairs: tuple[str, ...] = ()
-    test_accuracy: float | None = None
-
-    def to_dict(self) -> dict:
-        """JSON-safe builtins only (tuples become lists)."""
-        # Field by field rather than dataclasses.asdict, whose deep copy was a tenth of the
-        # driver's time per evaluation with a no-op fitness function.
-        d = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        d["repairs"] = list(self.repairs)  # strings
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FitnessResult:
-        """Inverse of :meth:`to_dict`; extra keys (e.g. a record's ``rank``) are ignored."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and _required(f)]
-        if missing:
-            raise ValueError(f"fitness result dict lacks {missing}; pass FitnessResult.to_dict()")
-        kwargs = {k: d[k] for k in names if k in d}
-        kwargs["repairs"] = tuple(kwargs.get("repairs", ()))
-        return cls(**kwargs)
-
-
-def _required(field: dataclasses.Field) -> bool:
-    return field.default is dataclasses.MISSING
 
 
 # --------------------------------------------------------------------------- devices
@@ -327,40 +297,204 @@ def _prepare(data, resolution: int, device, filter: str, final: bool) -> Prepare
 
 
 # --------------------------------------------------------------------------- training
+#
+# One evaluation, top to bottom: evaluate / train_and_test check the genome and prepare the
+# data; _train turns every training failure into a result (retrying once after running out of
+# memory); _fit is the epoch loop; _train_epoch the batch loop; train_step one SGD step.
 
 
-class _NonFinite(Exception):
-    """The loss or the network's outputs became NaN or infinite."""
+@dataclass(frozen=True)
+class TrainBudget:
+    """How long one training may run.
+
+    At most ``max_epochs`` epochs; when validating, it stops after ``patience`` epochs without
+    a strictly better validation accuracy. ``max_seconds`` (None: no limit) bounds training
+    plus validation from :meth:`started` on, checked after every batch; ``deadline`` is that
+    limit on the ``time.perf_counter`` clock, None until started or when there is no limit.
+    """
+
+    max_epochs: int
+    patience: int
+    max_seconds: float | None = None
+    deadline: float | None = None
+
+    def started(self) -> TrainBudget:
+        """This budget with its clock running from now."""
+        if self.max_seconds is None:
+            return self
+        return dataclasses.replace(self, deadline=time.perf_counter() + self.max_seconds)
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
 
 
-class _BudgetExceeded(Exception):
-    """The evaluation ran out of its ``max_seconds``."""
+def evaluate(
+    hparams: dict,
+    resolution: int,
+    data,
+    *,
+    seed: int,
+    device: str | torch.device | None = None,
+    max_epochs: int = 50,
+    patience: int = 5,
+    max_seconds: float | None = None,
+    space=None,
+    filter: str = "box",
+    threads: int | None = None,
+) -> FitnessResult:
+    """Train the genome's CNN at ``resolution`` and return its best validation accuracy.
+
+    ``data``: a :class:`PreparedData`, a :class:`evores.cache.DatasetCache`, or a source
+    path/str (opened with ``open_cache(data, [resolution], filter=filter)``; ``filter`` is used
+    only then). Only the train and val splits are read. Hyperparameters are validated with
+    ``space`` (default ``SearchSpace()``; ConfigError when invalid) and then repaired for the
+    resolution; the repair notes come back in ``repairs``. Training stops after ``patience``
+    epochs without a strictly better validation accuracy, or at ``max_epochs``.
+    ``max_seconds`` bounds training plus validation of this call (checked after every batch;
+    data loading excluded, one out-of-memory retry included). Same seed, same device and same
+    thread count give a bit-identical result; another thread count may not (BLAS splits some
+    gradient reductions by thread), so pass ``threads`` to make runs comparable.
+    """
+    _check_counts(max_epochs=max_epochs, patience=patience)
+    start = time.perf_counter()
+    genome, repairs = _checked_genome(hparams, resolution, space)
+    prepared = _prepare(data, resolution, device, filter, final=False)
+    budget = TrainBudget(max_epochs, patience, max_seconds)
+    with _threads(threads):
+        return _train(genome, prepared, seed, budget, final=False, repairs=repairs, start=start)
 
 
-@dataclass
-class _Progress:
-    """Mutable record of one training attempt, readable after it fails."""
+def train_and_test(
+    hparams: dict,
+    resolution: int,
+    data,
+    *,
+    seed: int,
+    epochs: int,
+    device: str | torch.device | None = None,
+    max_seconds: float | None = None,
+    space=None,
+    filter: str = "box",
+    threads: int | None = None,
+) -> FitnessResult:
+    """Retrain on train+val for exactly ``epochs`` epochs and score once on the test split.
 
-    epochs: int = 0
-    best_epoch: int = 0
-    best_accuracy: float = 0.0
-    last_accuracy: float = 0.0
-    train_seconds: float = 0.0
-    epoch_seconds: float = 0.0
-    images: int = 0
-    n_parameters: int = 0
+    The result carries ``test_accuracy``; ``val_accuracy`` is 0.0 because there is no
+    validation split in a final run, and ``best_epoch`` equals ``epochs``. A failed final run
+    has status "failed" and ``test_accuracy`` 0.0. With PreparedData, its evaluation arrays
+    are scored as the test set (build it with ``from_cache(..., final=True)``).
+    """
+    _check_counts(epochs=epochs)
+    start = time.perf_counter()
+    genome, repairs = _checked_genome(hparams, resolution, space)
+    prepared = _prepare(data, resolution, device, filter, final=True)
+    budget = TrainBudget(max_epochs=epochs, patience=epochs, max_seconds=max_seconds)
+    with _threads(threads):
+        return _train(genome, prepared, seed, budget, final=True, repairs=repairs, start=start)
 
 
-def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l1: float, l2: float):
-    """Cross-entropy plus l1 * sum|w| + l2 * sum w^2 over weights (biases are not penalised)."""
-    loss = F.cross_entropy(model(x), y)
-    if l1 or l2:
-        weights = weight_tensors(model)
-        if l1:
-            loss = loss + l1 * sum(w.abs().sum() for w in weights)
-        if l2:
-            loss = loss + l2 * sum(w.pow(2).sum() for w in weights)
-    return loss
+def _train(
+    hparams: dict,
+    data: PreparedData,
+    seed: int,
+    budget: TrainBudget,
+    *,
+    final: bool,
+    repairs: list[str],
+    start: float,
+) -> FitnessResult:
+    """Train and score ``hparams`` (valid and repaired) on ``data``; never raises for a
+    training failure, which becomes a failed result. An out-of-memory is retried once at half
+    the batch size. ``final``: train all ``budget.max_epochs`` and score once on the
+    evaluation split (the test split); else validate every epoch and stop early. ``start``:
+    when the evaluation began (``wall_seconds`` counts from it)."""
+    hparams, repairs = dict(hparams), list(repairs)
+    budget = budget.started()  # after data preparation: a first cache build is not training
+    _reset_peak_memory(data.device)
+    for attempt in range(2):
+        progress = _Progress()
+        try:
+            _fit(hparams, data, seed, budget, progress, final=final)
+        except ConfigError:
+            raise  # the genome cannot be built: a programmer error, not a training failure
+        except Exception as exc:  # noqa: BLE001 - any training failure becomes a result
+            failure, reason = _failure_of(exc, budget, progress)
+        else:
+            measured = progress.measured(start, data.device, repairs)
+            val_accuracy = 0.0 if final else progress.best_accuracy
+            return FitnessResult.succeeded(val_accuracy, **measured)
+        batch = int(hparams["batch_size"])
+        if failure != FAILURE_OOM or attempt == 1 or batch < 2:
+            logger.warning("evaluation failed (%s): %s", failure, reason)
+            measured = progress.measured(start, data.device, repairs)
+            measured["test_accuracy"] = 0.0 if final else None  # a failure scores nothing
+            return FitnessResult.failed(reason, failure, **measured)
+        repairs.append(f"batch size {batch} -> {batch // 2} after out-of-memory")
+        hparams["batch_size"] = batch // 2
+        _release_memory(data.device)  # after the handler, so the failed attempt is freed
+    raise AssertionError("unreachable")
+
+
+def _failure_of(exc: Exception, budget: TrainBudget, progress: _Progress) -> tuple[str, str]:
+    """The failure type and one-line reason of a training that raised ``exc``."""
+    if isinstance(exc, _NonFinite):
+        return FAILURE_NAN, str(exc)
+    if isinstance(exc, _BudgetExceeded):
+        epochs = progress.epochs
+        return FAILURE_BUDGET, f"exceeded max_seconds={budget.max_seconds} after {epochs} epoch(s)"
+    if _is_oom(exc):
+        return FAILURE_OOM, one_line(exc)
+    logger.debug("training raised", exc_info=exc)
+    return FAILURE_EXCEPTION, one_line(exc)
+
+
+def _fit(
+    hparams: dict,
+    data: PreparedData,
+    seed: int,
+    budget: TrainBudget,
+    progress: _Progress,
+    *,
+    final: bool,
+) -> None:
+    """Train a fresh network and score it; ``progress`` records what happened, also when
+    training raises. A search evaluation validates after every epoch and stops after
+    ``budget.patience`` epochs without a strictly better accuracy; the final retraining runs
+    all ``budget.max_epochs`` and is scored once, on the test split."""
+    model = init_model(hparams, data, seed)
+    progress.n_parameters = count_parameters(model)
+    optimizer = make_optimizer(model, hparams)
+    shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
+    batch_size = int(hparams["batch_size"])
+    for epoch in range(1, budget.max_epochs + 1):
+        start = time.perf_counter()
+        _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress)
+        progress.epochs = epoch
+        if not final:
+            progress.validated(epoch, accuracy(model, data, batch_size))
+        progress.epoch_seconds += time.perf_counter() - start
+        if not final and epoch - progress.best_epoch >= budget.patience:
+            break
+    if final:
+        progress.best_epoch = progress.epochs
+        progress.test_accuracy = accuracy(model, data, batch_size)
+
+
+def _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress) -> None:
+    """One pass over the training split in a seeded random order."""
+    batch_size = int(hparams["batch_size"])
+    l1, l2 = float(hparams["l1"]), float(hparams["l2"])
+    order = torch.randperm(data.train_x.shape[0], generator=shuffle).to(data.device)
+    start = time.perf_counter()
+    try:
+        for batch in order.split(batch_size):
+            x, y = data.train_batch(batch)
+            train_step(model, optimizer, x, y, l1, l2)
+            progress.images += int(batch.shape[0])
+            if budget.expired():
+                raise _BudgetExceeded("max_seconds exceeded")
+    finally:  # a failed epoch's batches still count towards images_per_second
+        progress.train_seconds += time.perf_counter() - start
 
 
 def train_step(model: nn.Module, optimizer, x, y, l1: float, l2: float) -> float:
@@ -373,6 +507,18 @@ def train_step(model: nn.Module, optimizer, x, y, l1: float, l2: float) -> float
     loss.backward()
     optimizer.step()
     return value
+
+
+def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l1: float, l2: float):
+    """Cross-entropy plus l1 * sum|w| + l2 * sum w^2 over weights (biases are not penalised)."""
+    loss = F.cross_entropy(model(x), y)
+    if l1 or l2:
+        weights = weight_tensors(model)
+        if l1:
+            loss = loss + l1 * sum(w.abs().sum() for w in weights)
+        if l2:
+            loss = loss + l2 * sum(w.pow(2).sum() for w in weights)
+    return loss
 
 
 def make_optimizer(model: nn.Module, hparams: dict) -> torch.optim.Optimizer:
@@ -405,42 +551,46 @@ def accuracy(model: nn.Module, data: PreparedData, batch_size: int) -> float:
     return correct / int(data.eval_y.shape[0])
 
 
-def _train_epoch(model, optimizer, data, hparams, shuffle, deadline, progress) -> None:
-    """One pass over the training split in a seeded random order."""
-    batch_size = int(hparams["batch_size"])
-    l1, l2 = float(hparams["l1"]), float(hparams["l2"])
-    order = torch.randperm(data.train_x.shape[0], generator=shuffle).to(data.device)
-    start = time.perf_counter()
-    try:
-        for batch in order.split(batch_size):
-            x, y = data.train_batch(batch)
-            train_step(model, optimizer, x, y, l1, l2)
-            progress.images += int(batch.shape[0])
-            if deadline is not None and time.perf_counter() > deadline:
-                raise _BudgetExceeded("max_seconds exceeded")
-    finally:  # a failed epoch's batches still count towards images_per_second
-        progress.train_seconds += time.perf_counter() - start
+class _NonFinite(Exception):
+    """The loss or the network's outputs became NaN or infinite."""
 
 
-def _fit(hparams, data, *, seed, max_epochs, patience, deadline, progress, validate) -> nn.Module:
-    """Train; with ``validate`` score every epoch and stop early, else run ``max_epochs``."""
-    model = init_model(hparams, data, seed)
-    progress.n_parameters = count_parameters(model)
-    optimizer = make_optimizer(model, hparams)
-    shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
-    batch_size = int(hparams["batch_size"])
-    for epoch in range(1, max_epochs + 1):
-        start = time.perf_counter()
-        _train_epoch(model, optimizer, data, hparams, shuffle, deadline, progress)
-        progress.epochs = epoch
-        if validate:
-            progress.last_accuracy = accuracy(model, data, batch_size)
-            if progress.last_accuracy > progress.best_accuracy or progress.best_epoch == 0:
-                progress.best_accuracy, progress.best_epoch = progress.last_accuracy, epoch
-        progress.epoch_seconds += time.perf_counter() - start
-        if validate and epoch - progress.best_epoch >= patience:
-            break
-    return model
+class _BudgetExceeded(Exception):
+    """The evaluation ran out of its ``max_seconds``."""
+
+
+@dataclass
+class _Progress:
+    """Mutable record of one training attempt, readable after it fails."""
+
+    epochs: int = 0
+    best_epoch: int = 0
+    best_accuracy: float = 0.0
+    train_seconds: float = 0.0
+    epoch_seconds: float = 0.0
+    images: int = 0
+    n_parameters: int = 0
+    test_accuracy: float | None = None  # the final retraining's score
+
+    def validated(self, epoch: int, accuracy: float) -> None:
+        """Note epoch ``epoch``'s validation accuracy; the best counts (the first on ties)."""
+        if accuracy > self.best_accuracy or self.best_epoch == 0:
+            self.best_accuracy, self.best_epoch = accuracy, epoch
+
+    def measured(self, start: float, device: torch.device, repairs: list[str]) -> dict[str, Any]:
+        """What the attempt measured, as FitnessResult fields (with the genome's ``repairs``);
+        ``start``: when the evaluation began."""
+        return {
+            "repairs": tuple(repairs),
+            "test_accuracy": self.test_accuracy,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "wall_seconds": time.perf_counter() - start,
+            "seconds_per_epoch": self.epoch_seconds / self.epochs if self.epochs else 0.0,
+            "n_parameters": self.n_parameters,
+            "peak_memory_bytes": _peak_memory(device),
+            "images_per_second": _rate(self.images, self.train_seconds),
+        }
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -452,9 +602,9 @@ def _is_oom(exc: BaseException) -> bool:
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:300]
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -476,69 +626,6 @@ def _release_memory(device: torch.device) -> None:
 
 def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else 0.0
-
-
-def _result(progress: _Progress, start: float, device, repairs, **fields) -> FitnessResult:
-    """Assemble a FitnessResult from an attempt's progress plus status fields."""
-    epochs = progress.epochs
-    return FitnessResult(
-        epochs=epochs,
-        best_epoch=progress.best_epoch,
-        wall_seconds=time.perf_counter() - start,
-        seconds_per_epoch=progress.epoch_seconds / epochs if epochs else 0.0,
-        n_parameters=progress.n_parameters,
-        peak_memory_bytes=_peak_memory(device),
-        images_per_second=_rate(progress.images, progress.train_seconds),
-        repairs=tuple(repairs),
-        **fields,
-    )
-
-
-def _failed(progress, start, device, repairs, *, failure: str, reason: str, final: bool):
-    logger.warning("evaluation failed (%s): %s", failure, reason)
-    fields = {"val_accuracy": 0.0, "status": "failed", "reason": reason, "failure": failure}
-    return _result(progress, start, device, repairs, test_accuracy=0.0 if final else None, **fields)
-
-
-def _attempt(hparams: dict, data: PreparedData, progress: _Progress, final: bool, **fit) -> dict:
-    """One training run; the accuracy fields of its result."""
-    model = _fit(hparams, data, progress=progress, validate=not final, **fit)
-    if not final:
-        return {"val_accuracy": progress.best_accuracy}
-    progress.best_epoch = progress.epochs
-    return {"val_accuracy": 0.0, "test_accuracy": accuracy(model, data, hparams["batch_size"])}
-
-
-def _run(hparams, data, repairs, *, start, max_seconds, final, **fit) -> FitnessResult:
-    """Train with failure handling and one out-of-memory retry at half the batch size."""
-    # The budget starts here, after data preparation (a first cache build is not training).
-    fit["deadline"] = None if max_seconds is None else time.perf_counter() + max_seconds
-    hparams, repairs = dict(hparams), list(repairs)
-    fail = {"start": start, "device": data.device, "repairs": repairs, "final": final}
-    for attempt in range(2):
-        progress = _Progress()
-        try:
-            fields = _attempt(hparams, data, progress, final, **fit)
-            ok = {"status": "ok", "reason": None, "failure": None}
-            return _result(progress, start, data.device, repairs, **ok, **fields)
-        except ConfigError:
-            raise  # the genome cannot be built: a programmer error, not a training failure
-        except _NonFinite as exc:
-            return _failed(progress, failure="nan", reason=str(exc), **fail)
-        except _BudgetExceeded:
-            reason = f"exceeded max_seconds={max_seconds} after {progress.epochs} epoch(s)"
-            return _failed(progress, failure="budget", reason=reason, **fail)
-        except Exception as exc:  # noqa: BLE001 - any training failure becomes a result
-            if not _is_oom(exc):
-                logger.debug("training raised", exc_info=True)
-                return _failed(progress, failure="exception", reason=_one_line(exc), **fail)
-            batch = int(hparams["batch_size"])
-            if attempt == 1 or batch < 2:
-                return _failed(progress, failure="oom", reason=_one_line(exc), **fail)
-            repairs.append(f"batch size {batch} -> {batch // 2} after out-of-memory")
-            hparams["batch_size"] = batch // 2
-        _release_memory(data.device)  # after the handler, so the failed attempt is freed
-    raise AssertionError("unreachable")
 
 
 def _checked_genome(hparams: dict, resolution: int, space) -> tuple[dict, list[str]]:
@@ -571,85 +658,6 @@ def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
         if int(value) < 1:
             raise ConfigError(f"{name}={value} must be a positive integer")
-
-
-def evaluate(
-    hparams: dict,
-    resolution: int,
-    data,
-    *,
-    seed: int,
-    device: str | torch.device | None = None,
-    max_epochs: int = 50,
-    patience: int = 5,
-    max_seconds: float | None = None,
-    space=None,
-    filter: str = "box",
-    threads: int | None = None,
-) -> FitnessResult:
-    """Train the genome's CNN at ``resolution`` and return its best validation accuracy.
-
-    ``data``: a :class:`PreparedData`, a :class:`evores.cache.DatasetCache`, or a source
-    path/str (opened with ``open_cache(data, [resolution], filter=filter)``; ``filter`` is used
-    only then). Only the train and val splits are read. Hyperparameters are validated with
-    ``space`` (default ``SearchSpace()``; ConfigError when invalid) and then repaired for the
-    resolution; the repair notes come back in ``repairs``. Training stops after ``patience``
-    epochs without a strictly better validation accuracy, or at ``max_epochs``.
-    ``max_seconds`` bounds training plus validation of this call (checked after every batch;
-    data loading excluded, one out-of-memory retry included). Same seed, same device and same
-    thread count give a bit-identical result; another thread count may not (BLAS splits some
-    gradient reductions by thread), so pass ``threads`` to make runs comparable.
-    """
-    _check_counts(max_epochs=max_epochs, patience=patience)
-    return _train(
-        hparams, resolution, data, space=space, device=device, filter=filter, threads=threads,
-        max_seconds=max_seconds, final=False, seed=seed, max_epochs=max_epochs,
-        patience=patience,
-    )  # fmt: skip
-
-
-def train_and_test(
-    hparams: dict,
-    resolution: int,
-    data,
-    *,
-    seed: int,
-    epochs: int,
-    device: str | torch.device | None = None,
-    max_seconds: float | None = None,
-    space=None,
-    filter: str = "box",
-    threads: int | None = None,
-) -> FitnessResult:
-    """Retrain on train+val for exactly ``epochs`` epochs and score once on the test split.
-
-    The result carries ``test_accuracy``; ``val_accuracy`` is 0.0 because there is no
-    validation split in a final run, and ``best_epoch`` equals ``epochs``. A failed final run
-    has status "failed" and ``test_accuracy`` 0.0. With PreparedData, its evaluation arrays
-    are scored as the test set (build it with ``from_cache(..., final=True)``).
-    """
-    _check_counts(epochs=epochs)
-    return _train(
-        hparams, resolution, data, space=space, device=device, filter=filter, threads=threads,
-        max_seconds=max_seconds, final=True, seed=seed, max_epochs=epochs, patience=epochs,
-    )  # fmt: skip
-
-
-def _train(
-    hparams: dict, resolution: int, data, *, space, device, filter: str, threads: int | None,
-    max_seconds: float | None, final: bool, seed: int, max_epochs: int, patience: int,
-) -> FitnessResult:  # fmt: skip
-    """The body of evaluate and train_and_test: check, prepare the data, train."""
-    start = time.perf_counter()
-    hp, repairs = _checked_genome(hparams, resolution, space)
-    prepared = _prepare(data, resolution, device, filter, final=final)
-    with _threads(threads):
-        if prepared.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(prepared.device)
-        return _run(
-            hp, prepared, repairs, start=start, max_seconds=max_seconds, final=final,
-            seed=seed, max_epochs=max_epochs, patience=patience,
-        )  # fmt: skip
 
 
 def keep_heap(trim_threshold: int = 1 << 30) -> bool:

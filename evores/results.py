@@ -71,26 +71,20 @@ class FitnessResult:
     test_accuracy: float | None = None
 
     @classmethod
-    def failed(
-        cls, reason: str, failure: str, *, test_accuracy: float | None = None, **measured: Any
-    ) -> FitnessResult:
+    def succeeded(cls, val_accuracy: float, **measured: Any) -> FitnessResult:
+        """A successful evaluation. ``measured`` holds the other fields it measured (epochs,
+        wall_seconds, repairs, test_accuracy, ...); what it omits is zero, empty or None."""
+        fields = _with_defaults(measured)
+        return cls(val_accuracy=val_accuracy, status=OK, reason=None, failure=None, **fields)
+
+    @classmethod
+    def failed(cls, reason: str, failure: str, **measured: Any) -> FitnessResult:
         """A failed evaluation: accuracy 0.0 (the penalty), ``failure`` one of the
         ``FAILURE_*`` types, ``reason`` the one-line cause. ``measured`` holds what the attempt
-        measured before it failed (epochs, wall_seconds, ...); what it omits is zero."""
-        fields = {
-            "epochs": 0,
-            "best_epoch": 0,
-            "wall_seconds": 0.0,
-            "seconds_per_epoch": 0.0,
-            "n_parameters": 0,
-            "peak_memory_bytes": 0,
-            "images_per_second": 0.0,
-            **measured,
-        }
-        return cls(
-            val_accuracy=0.0, status=FAILED, reason=reason, failure=failure,
-            test_accuracy=test_accuracy, **fields,
-        )  # fmt: skip
+        measured before it failed (epochs, wall_seconds, repairs, ...); what it omits is zero,
+        empty or None."""
+        fields = _with_defaults(measured)
+        return cls(val_accuracy=0.0, status=FAILED, reason=reason, failure=failure, **fields)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe builtins only (tuples become lists)."""
@@ -111,6 +105,25 @@ class FitnessResult:
         return cls(**kwargs)
 
 
+# What an evaluation measures, as it reads when nothing was measured.
+_NOTHING_MEASURED: dict[str, Any] = {
+    "epochs": 0,
+    "best_epoch": 0,
+    "wall_seconds": 0.0,
+    "seconds_per_epoch": 0.0,
+    "n_parameters": 0,
+    "peak_memory_bytes": 0,
+    "images_per_second": 0.0,
+}
+
+
+def _with_defaults(measured: dict[str, Any]) -> dict[str, Any]:
+    """The measured fields of a result, zero where ``measured`` omits one."""
+    fields = {**_NOTHING_MEASURED, **measured}
+    fields["repairs"] = tuple(fields.get("repairs", ()))
+    return fields
+
+
 RESULT_FIELDS = tuple(field.name for field in dataclasses.fields(FitnessResult))
 _REQUIRED_FIELDS = tuple(
     field.name
@@ -119,9 +132,9 @@ _REQUIRED_FIELDS = tuple(
 )
 
 
-def failed_result(reason: str, failure: str) -> dict[str, Any]:
+def failed_result(reason: str, failure: str, **measured: Any) -> dict[str, Any]:
     """:meth:`FitnessResult.failed` as the plain dict that travels and is logged."""
-    return FitnessResult.failed(reason, failure).to_dict()
+    return FitnessResult.failed(reason, failure, **measured).to_dict()
 
 
 class Task(TypedDict):
