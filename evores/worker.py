@@ -17,7 +17,8 @@ import numpy as np
 
 from evores.cache import DatasetCache
 from evores.errors import ConfigError
-from evores.fitness import FitnessResult, PreparedData, evaluate, resolve_device, train_and_test
+from evores.fitness import PreparedData, evaluate, resolve_device, train_and_test
+from evores.results import FAILURE_NAN, KIND_FINAL, FitnessResult
 from evores.space import SearchSpace
 
 Work = Callable[[dict[str, Any]], dict[str, Any]]
@@ -66,7 +67,8 @@ class FinalSplits:
 
 
 def result_from_user(value: Any, wall_seconds: float) -> FitnessResult:
-    """A user function may return a FitnessResult or a bare validation accuracy."""
+    """A user function may return a FitnessResult or a bare validation accuracy (a real
+    number, not a bool); a NaN or infinite accuracy is a failed evaluation."""
     if isinstance(value, FitnessResult):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
@@ -75,31 +77,26 @@ def result_from_user(value: Any, wall_seconds: float) -> FitnessResult:
             "or a float (the validation accuracy)"
         )
     accuracy = float(value)
-    failed = not math.isfinite(accuracy)
-    return FitnessResult(
-        val_accuracy=0.0 if failed else accuracy,
-        status="failed" if failed else "ok",
-        reason=f"the fitness function returned {accuracy}" if failed else None,
-        failure="nan" if failed else None,
-        epochs=0,
-        best_epoch=0,
-        wall_seconds=wall_seconds,
-        seconds_per_epoch=0.0,
-        n_parameters=0,
-        peak_memory_bytes=0,
-        images_per_second=0.0,
-    )
+    if not math.isfinite(accuracy):
+        reason = f"the fitness function returned {accuracy}"
+        return FitnessResult.failed(reason, FAILURE_NAN, wall_seconds=wall_seconds)
+    return FitnessResult.succeeded(accuracy, wall_seconds=wall_seconds)
 
 
 def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
-    """The task -> result function of one rank."""
-    train = config["train"]
+    """The task -> result function of one rank: the configured ``fitness.function``, or else
+    the built-in :func:`evores.fitness.evaluate` / :func:`evores.fitness.train_and_test`."""
     space = SearchSpace.from_dict(config["space"])
-    device = resolve_device(train["device"])
-    user_function = (
-        load_function(config["fitness"]["function"]) if config["fitness"]["function"] else None
-    )
-    budget = train["max_seconds"] or None
+    device = resolve_device(config["train"]["device"])
+    spec = config["fitness"]["function"]
+    if spec:
+        return _user_work(load_function(spec), config, cache, space, device)
+    return _builtin_work(config["train"], cache, space, device)
+
+
+def _builtin_work(train: dict[str, Any], cache: DatasetCache, space: SearchSpace, device) -> Work:
+    """Tasks run by evores's own training, on data kept resident between tasks."""
+    max_seconds = train["max_seconds"] or None
     resident: dict[tuple[int, bool], PreparedData] = {}
 
     def prepared(resolution: int, final: bool) -> PreparedData:
@@ -110,37 +107,68 @@ def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
             )
         return resident[resolution, final]
 
-    def run_user(task: dict[str, Any]) -> dict[str, Any]:
-        final = task["kind"] == "final"
+    def work(task: dict[str, Any]) -> dict[str, Any]:
+        hparams, resolution, seed = task["hparams"], task["resolution"], task["seed"]
+        if task["kind"] == KIND_FINAL:
+            # The final retraining has no time budget: it is the answer the whole run is for.
+            data = prepared(resolution, final=True)
+            result = train_and_test(
+                hparams,
+                resolution,
+                data,
+                seed=seed,
+                epochs=task["epochs"],
+                device=device,
+                space=space,
+            )
+        else:
+            result = evaluate(
+                hparams,
+                resolution,
+                prepared(resolution, final=False),
+                seed=seed,
+                device=device,
+                max_epochs=train["max_epochs"],
+                patience=train["patience"],
+                max_seconds=max_seconds,
+                space=space,
+            )
+        return result.to_dict()
+
+    return work
+
+
+def _user_work(
+    function: Callable[..., Any],
+    config: dict[str, Any],
+    cache: DatasetCache,
+    space: SearchSpace,
+    device,
+) -> Work:
+    """Tasks run by the user's fitness function; the final retraining hands it FinalSplits."""
+    train = config["train"]
+    max_seconds = train["max_seconds"] or None
+
+    def work(task: dict[str, Any]) -> dict[str, Any]:
+        final = task["kind"] == KIND_FINAL
         epochs = task["epochs"] if final else train["max_epochs"]
         started = time.perf_counter()
-        value = user_function(
-            task["hparams"], task["resolution"], FinalSplits(cache) if final else cache,
-            seed=task["seed"], device=device, max_epochs=epochs,
+        value = function(
+            task["hparams"],
+            task["resolution"],
+            FinalSplits(cache) if final else cache,
+            seed=task["seed"],
+            device=device,
+            max_epochs=epochs,
             patience=epochs if final else train["patience"],
-            max_seconds=None if final else budget, space=space, filter=config["data"]["filter"],
-        )  # fmt: skip
+            max_seconds=None if final else max_seconds,
+            space=space,
+            filter=config["data"]["filter"],
+        )
         result = result_from_user(value, time.perf_counter() - started).to_dict()
         if final and result.get("test_accuracy") is None:
             # What the function measured on its "val" split was the test split.
             result["test_accuracy"], result["val_accuracy"] = result["val_accuracy"], 0.0
         return result
-
-    def work(task: dict[str, Any]) -> dict[str, Any]:
-        if user_function is not None:
-            return run_user(task)
-        if task["kind"] == "final":
-            # The final retraining has no time budget: it is the answer the whole run is for.
-            result = train_and_test(
-                task["hparams"], task["resolution"], prepared(task["resolution"], True),
-                seed=task["seed"], epochs=task["epochs"], device=device, space=space,
-            )  # fmt: skip
-        else:
-            result = evaluate(
-                task["hparams"], task["resolution"], prepared(task["resolution"], False),
-                seed=task["seed"], device=device, max_epochs=train["max_epochs"],
-                patience=train["patience"], max_seconds=budget, space=space,
-            )  # fmt: skip
-        return result.to_dict()
 
     return work
