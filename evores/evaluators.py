@@ -10,10 +10,8 @@ and an exception raised by the work function becomes a failed result instead of 
 (for evores.steady.SteadyStateSearch): a worker that frees gets ``next_task()`` at once, with
 no generation barrier, and the loop runs until the search is finished or stopped.
 
-Tasks and results are plain dicts. A task is
-``{"key": [stage, generation, index], "kind": "search" | "final", "hparams": {...},
-"resolution": int, "seed": int, "epochs": int | None}``; a result is
-``FitnessResult.to_dict()`` plus ``"rank"``.
+Tasks and results are plain dicts: a task is an :class:`evores.results.Task`, a result is
+``FitnessResult.to_dict()`` plus the ``"rank"`` that ran it (:mod:`evores.results`).
 
 mpi4py is imported only inside the functions that need it, so importing this module (or running
 ``python -m evores.run`` without a launcher) never initialises MPI.
@@ -30,9 +28,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from evores.errors import ConfigError
+from evores.results import FAILURE_EXCEPTION, Task, failed_result, one_line
 from evores.stopping import RunInterrupted
 
 __all__ = [
@@ -41,22 +40,26 @@ __all__ = [
     "SerialEvaluator",
     "MPIEvaluator",
     "serve",
-    "failed_result",
     "make_evaluator",
     "mpi_world",
 ]
 
 logger = logging.getLogger("evores.evaluators")
 
-Work = Callable[[dict], dict]
-OnResult = Callable[[dict, dict], None]
-NextTask = Callable[[], dict | None]
+Work = Callable[[Task], dict]
+OnResult = Callable[[Task, dict], None]
+NextTask = Callable[[], Task | None]
 
+
+@runtime_checkable
 class Evaluator(Protocol):
-    """What the driver needs of an evaluator; SerialEvaluator and MPIEvaluator both offer it."""
+    """What the driver needs of an evaluator; SerialEvaluator and MPIEvaluator both offer it.
+
+    Runtime-checkable, so ``isinstance(x, Evaluator)`` tells whether ``x`` has every member
+    (not whether their signatures match: tests/test_evaluators.py checks those)."""
 
     n_workers: int  # evaluations that can run at once
-    abandoned: list[dict]  # tasks a stop left unfinished, after map() or steady()
+    abandoned: list[Task]  # tasks a stop left unfinished, after map() or steady()
 
     @property
     def busy(self) -> int:
@@ -64,15 +67,18 @@ class Evaluator(Protocol):
         ...
 
     def map(
-        self, tasks: list[dict], on_result: OnResult | None = None, stop: Any = None
+        self, tasks: list[Task], on_result: OnResult | None = None, stop: Any = None
     ) -> list[dict | None]:
         """Every task's result in task order (None where a stop prevented it)."""
         ...
 
     def steady(
-        self, next_task: NextTask, on_result: OnResult, finished: Callable[[], bool],
+        self,
+        next_task: NextTask,
+        on_result: OnResult,
+        finished: Callable[[], bool],
         stop: Any = None,
-    ) -> list[dict]:  # fmt: skip
+    ) -> list[Task]:
         """Hand ``next_task()`` to every free worker until ``finished()``; the abandoned tasks."""
         ...
 
@@ -94,31 +100,6 @@ _SPIN_SECONDS = 2e-4
 _FIRST_SLEEP = 5e-5
 _MAX_SLEEP = 2e-3
 
-_MAX_REASON_CHARS = 500
-
-
-def failed_result(reason: str, failure: str) -> dict:
-    """A penalty result: status "failed", accuracy 0.0 and every other FitnessResult field zeroed.
-
-    ``failure`` is the failure type ("nan", "oom", "budget", "exception"); ``reason`` is the
-    one-line human-readable cause.
-    """
-    return {
-        "val_accuracy": 0.0,
-        "status": "failed",
-        "reason": reason,
-        "failure": failure,
-        "epochs": 0,
-        "best_epoch": 0,
-        "wall_seconds": 0.0,
-        "seconds_per_epoch": 0.0,
-        "n_parameters": 0,
-        "peak_memory_bytes": 0,
-        "images_per_second": 0.0,
-        "repairs": [],
-        "test_accuracy": None,
-    }
-
 
 def _stalled() -> RuntimeError:
     return RuntimeError(
@@ -127,15 +108,7 @@ def _stalled() -> RuntimeError:
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    text = " ".join(text.split())  # newlines in messages would break the one-line contract
-    if len(text) > _MAX_REASON_CHARS:
-        text = text[: _MAX_REASON_CHARS - 3] + "..."
-    return text
-
-
-def _run_task(work: Work, task: dict, rank: int) -> dict:
+def _run_task(work: Work, task: Task, rank: int) -> dict:
     """Run one task; never lets an Exception escape (it becomes a failed result)."""
     start = time.perf_counter()
     try:
@@ -147,9 +120,9 @@ def _run_task(work: Work, task: dict, rank: int) -> dict:
         result = dict(result)
     except Exception as exc:
         logger.exception("task %s failed on rank %d", task.get("key"), rank)
-        result = failed_result(_one_line(exc), failure="exception")
         # The time lost to a failing task is real and belongs in utilisation figures.
-        result["wall_seconds"] = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        result = failed_result(one_line(exc), FAILURE_EXCEPTION, wall_seconds=elapsed)
     result["rank"] = rank
     return result
 
@@ -174,10 +147,10 @@ class SerialEvaluator:
 
     def __init__(self, work: Work) -> None:
         self.work = work
-        self.abandoned: list[dict] = []  # tasks a stop interrupted, after map()
+        self.abandoned: list[Task] = []  # tasks a stop interrupted, after map()
 
     def map(
-        self, tasks: list[dict], on_result: OnResult | None = None, stop: Any = None
+        self, tasks: list[Task], on_result: OnResult | None = None, stop: Any = None
     ) -> list[dict | None]:
         """Results in task order; ``on_result(task, result)`` after each one.
 
@@ -205,7 +178,7 @@ class SerialEvaluator:
         on_result: OnResult,
         finished: Callable[[], bool],
         stop: Any = None,
-    ) -> list[dict]:
+    ) -> list[Task]:
         """Run ``next_task()`` one task at a time, ``on_result`` after each, until it gives None
         and ``finished()`` (else RuntimeError: the search stalled).
 
@@ -227,7 +200,7 @@ class SerialEvaluator:
                 on_result(task, result)
         return list(self.abandoned)
 
-    def _run_one(self, task: dict) -> dict | None:
+    def _run_one(self, task: Task) -> dict | None:
         """The task's result; None, with the task in ``abandoned``, if a second stop signal
         interrupted it."""
         try:
@@ -299,11 +272,11 @@ class MPIEvaluator:
         self._any_source = MPI.ANY_SOURCE
         self._status = MPI.Status()
         self._busy: dict[int, int] = {}  # worker rank -> index of the task it is running
-        self.abandoned: list[dict] = []  # tasks a stop left running, after map()
+        self.abandoned: list[Task] = []  # tasks a stop left running, after map()
         self._closed = False
 
     def map(
-        self, tasks: list[dict], on_result: OnResult | None = None, stop: Any = None
+        self, tasks: list[Task], on_result: OnResult | None = None, stop: Any = None
     ) -> list[dict | None]:
         """Results in task order; ``on_result(task, result)`` on rank 0 as each completes.
 
@@ -339,7 +312,7 @@ class MPIEvaluator:
         on_result: OnResult,
         finished: Callable[[], bool],
         stop: Any = None,
-    ) -> list[dict]:
+    ) -> list[Task]:
         """Asynchronous loop: every free worker gets ``next_task()`` at once; each result then
         goes to ``on_result(task, result)`` on rank 0.
 
@@ -359,9 +332,9 @@ class MPIEvaluator:
             raise RuntimeError("MPIEvaluator.steady called after close()")
         self._drain()
         self.abandoned = []
-        running: dict[int, dict] = {}  # worker rank -> its task (mirrors _busy)
+        running: dict[int, Task] = {}  # worker rank -> its task (mirrors _busy)
         idle = list(range(1, self.n_workers + 1))
-        ready: list[dict] = []  # at most one task bred ahead
+        ready: list[Task] = []  # at most one task bred ahead
         sent = 0
 
         def hand_out() -> None:
@@ -401,7 +374,7 @@ class MPIEvaluator:
         """Workers still running a task (after a stopped map: the abandoned ones)."""
         return len(self._busy)
 
-    def _send_next(self, worker: int, tasks: list[dict], queue: Any, stop: Any = None) -> bool:
+    def _send_next(self, worker: int, tasks: list[Task], queue: Any, stop: Any = None) -> bool:
         if stop:
             return False
         index = next(queue, None)
@@ -477,7 +450,7 @@ def _send_result(comm: Any, result: dict, rank: int) -> None:
         comm.send(result, dest=0, tag=TAG_RESULT)
     except Exception as exc:  # e.g. an unpicklable value; pickling fails before any transfer
         logger.exception("rank %d could not send its result", rank)
-        fallback = failed_result(f"result could not be sent: {_one_line(exc)}", "exception")
+        fallback = failed_result(f"result could not be sent: {one_line(exc)}", FAILURE_EXCEPTION)
         fallback["rank"] = rank
         comm.send(fallback, dest=0, tag=TAG_RESULT)
 
@@ -544,7 +517,7 @@ def mpi_world() -> Any:
         if expected is not None and expected > 1:
             raise ConfigError(
                 f"started by an MPI launcher with {expected} processes but mpi4py cannot load an "
-                f"MPI library ({_one_line(exc)}); fix: pip install mpich (or build mpi4py "
+                f"MPI library ({one_line(exc)}); fix: pip install mpich (or build mpi4py "
                 "against the system MPI)"
             ) from exc
         logger.warning("MPI launcher detected but mpi4py unavailable (%s); running serially", exc)

@@ -16,12 +16,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evores.evaluators import (  # noqa: E402
+    Evaluator,
     MPIEvaluator,
     SerialEvaluator,
     make_evaluator,
     mpi_world,
     serve,
 )
+from evores.results import KIND_SEARCH, FitnessResult, make_task  # noqa: E402
 
 
 def toy_work(task: dict) -> dict:
@@ -29,34 +31,20 @@ def toy_work(task: dict) -> dict:
     if task["hparams"].get("raise"):
         raise ValueError(f"toy failure for seed {task['seed']}")
     time.sleep(0.002 * (task["seed"] % 5))  # uneven durations exercise dynamic scheduling
-    acc = (task["seed"] * 7919 % 1000) / 1000
-    return {
-        "val_accuracy": acc,
-        "status": "ok",
-        "reason": None,
-        "failure": None,
-        "epochs": task["seed"] % 7 + 1,
-        "best_epoch": task["seed"] % 3,
-        "wall_seconds": 0.0,
-        "seconds_per_epoch": 0.0,
-        "n_parameters": task["seed"] * 10,
-        "peak_memory_bytes": 0,
-        "images_per_second": 0.0,
-        "repairs": [],
-        "test_accuracy": None,
-    }
+    accuracy = (task["seed"] * 7919 % 1000) / 1000
+    return FitnessResult.succeeded(
+        accuracy,
+        epochs=task["seed"] % 7 + 1,
+        best_epoch=task["seed"] % 3,
+        n_parameters=task["seed"] * 10,
+    ).to_dict()
 
 
 def make_tasks(n: int, fail: int) -> list[dict]:
     return [
-        {
-            "key": [0, 0, i],
-            "kind": "search",
-            "hparams": {"learning_rate": 0.01, "raise": i == fail},
-            "resolution": 16,
-            "seed": 1000 + 37 * i,
-            "epochs": None,
-        }
+        make_task(
+            [0, 0, i], KIND_SEARCH, {"learning_rate": 0.01, "raise": i == fail}, 16, 1000 + 37 * i
+        )
         for i in range(n)
     ]
 
@@ -112,7 +100,7 @@ def main() -> None:
     assert comm.Get_size() == args.size, f"world size {comm.Get_size()} != {args.size}"
     if comm.Get_rank() == 0:
         evaluator = make_evaluator(toy_work, comm)
-        assert isinstance(evaluator, MPIEvaluator)
+        assert isinstance(evaluator, MPIEvaluator) and isinstance(evaluator, Evaluator)
         report = drive(evaluator, args.tasks, args.fail)
         print(json.dumps(report), flush=True)
     else:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from evores.errors import ConfigError
+from evores import fitness, results
 from evores.evaluators import (
+    Evaluator,
     MPIEvaluator,
     SerialEvaluator,
-    failed_result,
     make_evaluator,
 )
+from evores.results import KIND_SEARCH, failed_result, make_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "mpi_evaluator_script.py"
@@ -42,17 +44,7 @@ LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "HYDI_")
 
 
 def make_tasks(n: int, fail: int = -1) -> list[dict]:
-    return [
-        {
-            "key": [0, 0, i],
-            "kind": "search",
-            "hparams": {"raise": i == fail},
-            "resolution": 16,
-            "seed": 100 + i,
-            "epochs": None,
-        }
-        for i in range(n)
-    ]
+    return [make_task([0, 0, i], KIND_SEARCH, {"raise": i == fail}, 16, 100 + i) for i in range(n)]
 
 
 def toy_work(task: dict) -> dict:
@@ -140,10 +132,41 @@ def test_failed_result_zeroes_every_field():
 
 
 def test_failed_result_round_trips_through_fitness_result():
-    fitness = pytest.importorskip("evores.fitness", reason="evores.fitness not written yet")
+    assert fitness.FitnessResult is results.FitnessResult  # one class, re-exported
     result = failed_result("x", "nan")
     restored = fitness.FitnessResult.from_dict(result)
     assert restored.to_dict() == result  # exactly the FitnessResult fields, nothing else
+
+
+def test_a_config_error_in_the_work_is_reported_and_later_tasks_run():
+    """An invalid genome makes evores.fitness raise ConfigError; the evaluator reports it as a
+    failed result with its message, as for any exception, and keeps running tasks."""
+
+    def work(task: dict) -> dict:
+        if task["hparams"]["raise"]:
+            fitness.evaluate({"learning_rate": 5.0}, 16, None, seed=0, max_epochs=1)
+        return toy_work(task)
+
+    outcome = SerialEvaluator(work).map(make_tasks(3, fail=0))
+    assert [r["status"] for r in outcome] == ["failed", "ok", "ok"]
+    assert outcome[0]["failure"] == "exception"
+    assert outcome[0]["reason"].startswith("ConfigError: ")
+    assert "learning_rate" in outcome[0]["reason"]
+
+
+@pytest.mark.parametrize("evaluator_class", [SerialEvaluator, MPIEvaluator])
+def test_both_evaluators_offer_the_evaluator_protocol(evaluator_class):
+    for name in ("map", "steady", "close"):
+        offered = inspect.signature(getattr(evaluator_class, name))
+        assert offered == inspect.signature(getattr(Evaluator, name)), name
+    assert isinstance(evaluator_class.busy, property)
+
+
+def test_make_evaluator_gives_an_evaluator():
+    # n_workers and abandoned are instance attributes; tests/mpi_evaluator_script.py checks
+    # isinstance(evaluator, Evaluator) on a real MPIEvaluator.
+    assert isinstance(SerialEvaluator(toy_work), Evaluator)
+    assert isinstance(make_evaluator(toy_work), Evaluator)
 
 
 class FakeComm:
@@ -211,10 +234,6 @@ def test_mpi_world_detects_a_foreign_launcher():
     proc = run_python(code, {**clean_env(), "OMPI_COMM_WORLD_SIZE": "2"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ConfigError") and "size 1" in proc.stdout
-
-
-def test_config_error_is_importable_for_callers():
-    assert issubclass(ConfigError, ValueError)
 
 
 def test_mpi_evaluator_refuses_worker_ranks():
