@@ -151,9 +151,14 @@ class Task(TypedDict):
 
 
 def make_task(
-    key: list[int], kind: str, hparams: dict[str, Any], resolution: int, seed: int,
-    epochs: int | None = None, **extra: Any,
-) -> Task:  # fmt: skip
+    key: list[int],
+    kind: str,
+    hparams: dict[str, Any],
+    resolution: int,
+    seed: int,
+    epochs: int | None = None,
+    **extra: Any,
+) -> Task:
     """A task; ``extra`` holds the optional fields (``elite_of``, ``val_accuracy``)."""
     task: Task = {
         "key": list(key),
