@@ -8,7 +8,18 @@ import sys
 import numpy as np
 import pytest
 
-from evores.report import format_progress, plot_elites, plot_progress, progress_series, spearman
+from evores import report
+from evores.ladder import FINAL, SEARCH, Progress
+from evores.progress import generation_line, remaining_seconds
+from evores.report import (
+    completed,
+    format_progress,
+    median,
+    plot_elites,
+    plot_progress,
+    progress_series,
+    spearman,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -68,6 +79,77 @@ def test_format_progress_unknowns_and_long_durations():
     line = format_progress(1, 1, 32, 0, 10, None, None, 7265.0, None)
     assert line == "stage 1/1  32 px  evals 0/10  best -  median -  elapsed 2h01m  eta ?"
     assert format_progress(1, 2, 16, 3, 8, 0.5, 0.5, 5.4, 0.0).endswith("elapsed 5s  eta 0s")
+
+
+def test_median_is_the_true_median():
+    assert median([]) is None
+    assert median([0.3, 0.9, 0.1]) == 0.3
+    assert median([0.9, 0.1, 0.4, 0.6]) == pytest.approx(0.5)  # the mean of the middle two
+    assert median((0.2, 0.2)) == 0.2
+
+
+def view(**fields) -> Progress:
+    defaults = dict(
+        phase=SEARCH, stage=0, resolutions=(16, 32), budgets=(10, 10), n_evaluations=0,
+        stage_used=0, stage_started=0.0, stage_scores=(), stages=(), transitions=(), final=(),
+    )  # fmt: skip
+    return Progress(**{**defaults, **fields})
+
+
+def test_the_eta_scales_this_stages_pace_by_pixel_count():
+    assert remaining_seconds(view(), elapsed=30.0) is None  # nothing done yet
+    # 5 evaluations in 50 s: 5 more at 10 s, then 10 at four times the pixels.
+    halfway = view(n_evaluations=5, stage_used=5)
+    assert remaining_seconds(halfway, elapsed=50.0) == pytest.approx(5 * 10 + 10 * 40)
+    assert remaining_seconds(halfway, elapsed=50.0, just_done=5) == pytest.approx(10 * 20)
+    last = view(stage=1, n_evaluations=15, stage_used=5, stage_started=100.0)
+    assert remaining_seconds(last, elapsed=150.0) == pytest.approx(5 * 10)
+
+
+def test_a_generation_line_counts_the_results_not_yet_told():
+    progress = view(n_evaluations=2, stage_used=2, stage_scores=(0.2, 0.8), stage_started=0.0)
+    results = [{"status": "ok", "val_accuracy": 0.4}, {"status": "failed", "val_accuracy": 0.0}]
+    line = generation_line(progress, [{}, {}], results, elapsed=40.0)
+    assert line == (
+        "stage 1/2  16 px  evals 4/20  best 0.800  median 0.400  elapsed 40s  eta 7m40s  (1 failed)"
+    )
+    final = generation_line(view(phase=FINAL, stage=1), [], [], elapsed=1.0)
+    assert final == "final retraining at 32 px: test accuracies []"
+
+
+def test_completed_keeps_the_latest_finished_record_of_each_evaluation():
+    records = [
+        {"key": [0, 0, 0], "status": "ok", "val_accuracy": 0.1},
+        {"key": [0, 0, 1], "status": "interrupted"},
+        {"key": [0, 0, 0], "status": "ok", "val_accuracy": 0.1},  # logged again around a crash
+        {"key": [0, 0, 1], "status": "failed", "failure": "oom"},  # the re-run
+        {"key": [0, 0, 2], "status": "interrupted"},  # not re-run yet
+    ]
+    assert completed(records) == [records[2], records[3]]
+
+
+class FailingFigure:
+    """Stands in for a matplotlib Figure whose rendering fails half way."""
+
+    cleared = False
+
+    def savefig(self, path, format):
+        with open(path, "wb") as handle:
+            handle.write(b"half a png")
+        raise RuntimeError("rendering failed")
+
+    def clear(self):
+        self.cleared = True
+
+
+def test_a_plot_that_fails_to_render_leaves_the_previous_file_and_no_temporary(tmp_path):
+    path = tmp_path / "plot.png"
+    path.write_bytes(b"the previous plot")
+    figure = FailingFigure()
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        report._save(figure, path)
+    assert path.read_bytes() == b"the previous plot" and figure.cleared
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
 # --- plots ------------------------------------------------------------------------------------
