@@ -27,10 +27,10 @@ import numpy as np
 from deap import base, tools
 
 from evores import operators
-from evores.report import spearman
 from evores.results import KIND_FINAL, OK, Task, make_task
 from evores.seeding import derive_seed
 from evores.space import SearchSpace
+from evores.stats import spearman
 
 # A run's phases: the search up the ladder, the final retraining, the end.
 SEARCH = "search"

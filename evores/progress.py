@@ -3,7 +3,7 @@
 Everything here reads a search through its typed view (:class:`evores.ladder.Progress`) and
 returns text; the driver decides when to log it. Lines look like ``stage 2/3  64 px  evals
 40/72  best 0.812  median 0.640  elapsed 3m12s  eta 1m40s`` (see ``report.format_progress``);
-the median is ``report.median``, the one the plots draw.
+the median is ``stats.median``, the one the plots draw.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from evores.ladder import SEARCH, Progress
-from evores.report import format_progress, median
+from evores.report import format_progress
 from evores.results import OK
+from evores.stats import median
 
 
 def remaining_seconds(progress: Progress, elapsed: float, just_done: int = 0) -> float | None:

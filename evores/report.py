@@ -1,8 +1,8 @@
 """What a run reports: the summary, the plots, the statistics and the progress line's text.
 
 The summary (``summary.json``) and the three plots are made from the evaluation log and the
-search's progress view when a run ends. ``median`` is the one median of evores: the progress
-lines (``evores.progress``) and the plots both use it.
+search's progress view when a run ends. Its statistics come from ``evores.stats``: the plots'
+median is the progress lines' (``evores.progress``), and Spearman's rho the search's.
 
 matplotlib is imported inside the plotting functions, so importing this module costs nothing.
 Figures are drawn on their own Agg canvas without pyplot: no display needed, no global backend
@@ -22,6 +22,7 @@ import numpy as np
 from evores import __version__
 from evores.atomic import atomic_path
 from evores.results import FAILED, INTERRUPTED, KIND_SEARCH
+from evores.stats import median, spearman
 
 if TYPE_CHECKING:
     from evores.ladder import Progress
@@ -30,12 +31,10 @@ __all__ = [
     "PLOTS",
     "completed",
     "format_progress",
-    "median",
     "plot_elites",
     "plot_progress",
     "plot_run",
     "progress_series",
-    "spearman",
     "summary",
 ]
 
@@ -47,46 +46,6 @@ PLOTS = {
     "time": "progress_time.png",
     "elites": "elites_low_vs_high.png",
 }
-
-
-def median(values: Sequence[float]) -> float | None:
-    """The median (the mean of the middle two for an even count), or None for no values."""
-    return float(np.median(values)) if len(values) else None
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n; tied values share the average of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = np.cumsum(new_group) - 1
-    starts = np.r_[np.flatnonzero(new_group), len(values)]  # group g spans starts[g]:starts[g+1]
-    ranks = np.empty(len(values))
-    ranks[order] = (starts[group] + starts[group + 1] - 1) / 2 + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties), or None when it is undefined.
-
-    Undefined means fewer than 2 pairs or no variation in either sequence. Raises ValueError
-    for sequences of different lengths or non-finite values.
-    """
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(
-            f"spearman needs two flat sequences of equal length, got {a.shape}, {b.shape}"
-        )
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("spearman needs finite values; drop NaN or infinite entries first")
-    if len(a) < 2:
-        return None
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    if denominator == 0.0:
-        return None
-    return max(-1.0, min(1.0, float(ra @ rb) / denominator))
 
 
 def _duration(seconds: float) -> str:

@@ -1,4 +1,5 @@
-"""Tests for evores.report: Spearman correlation, progress line, and that the plots get written."""
+"""Tests for evores.report and evores.progress: the progress lines, the ETA, completed records,
+and that the plots get written (atomically)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ from evores.progress import generation_line, remaining_seconds
 from evores.report import (
     completed,
     format_progress,
-    median,
     plot_elites,
     plot_progress,
     progress_series,
-    spearman,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -27,42 +26,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def assert_png(path) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
-
-
-# --- spearman ---------------------------------------------------------------------------------
-
-
-def test_spearman_perfect_monotone_is_plus_or_minus_one():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-
-
-def test_spearman_known_value_without_ties():
-    # d = ranks differ by (0, 0, -1, 1, 0) -> rho = 1 - 6 * 2 / (5 * 24) = 0.9
-    assert spearman([1, 2, 3, 4, 5], [5, 6, 8, 7, 10]) == pytest.approx(0.9)
-
-
-def test_spearman_with_ties_uses_average_ranks():
-    # x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4): Pearson of the ranks = 0.9486833
-    assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(3 / np.sqrt(10))
-    # both tied: x ranks (1.5, 1.5, 3, 4), y ranks (1, 2.5, 2.5, 4)
-    rx, ry = np.array([1.5, 1.5, 3, 4]), np.array([1, 2.5, 2.5, 4])
-    expected = np.corrcoef(rx, ry)[0, 1]
-    assert spearman([2, 2, 5, 7], [0.3, 0.6, 0.6, 0.9]) == pytest.approx(expected)
-
-
-def test_spearman_undefined_cases_give_none():
-    assert spearman([], []) is None
-    assert spearman([0.5], [0.7]) is None
-    assert spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]) is None
-    assert spearman([0.1, 0.2, 0.3], [0.4, 0.4, 0.4]) is None
-
-
-def test_spearman_rejects_bad_input():
-    with pytest.raises(ValueError, match="equal length"):
-        spearman([1, 2], [1, 2, 3])
-    with pytest.raises(ValueError, match="finite"):
-        spearman([1, float("nan")], [1, 2])
 
 
 # --- format_progress --------------------------------------------------------------------------
@@ -79,13 +42,6 @@ def test_format_progress_unknowns_and_long_durations():
     line = format_progress(1, 1, 32, 0, 10, None, None, 7265.0, None)
     assert line == "stage 1/1  32 px  evals 0/10  best -  median -  elapsed 2h01m  eta ?"
     assert format_progress(1, 2, 16, 3, 8, 0.5, 0.5, 5.4, 0.0).endswith("elapsed 5s  eta 0s")
-
-
-def test_median_is_the_true_median():
-    assert median([]) is None
-    assert median([0.3, 0.9, 0.1]) == 0.3
-    assert median([0.9, 0.1, 0.4, 0.6]) == pytest.approx(0.5)  # the mean of the middle two
-    assert median((0.2, 0.2)) == 0.2
 
 
 def view(**fields) -> Progress:

@@ -18,11 +18,11 @@ import pytest
 
 from evores import config as configuration
 from evores.evaluators import SerialEvaluator
-from evores.report import spearman
 from evores.results import failed_result
 from evores.search import LadderSearch
 from evores.seeding import derive_rng
 from evores.space import SearchSpace
+from evores.stats import spearman
 from evores.steady import SteadyStateSearch
 from evores.stopping import RunInterrupted, StopRequest
 
