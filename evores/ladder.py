@@ -294,13 +294,13 @@ class Ladder:
             make_task(
                 [len(resolutions), 0, index],
                 KIND_FINAL,
-                member["hparams"],
+                candidate["hparams"],
                 resolutions[-1],
                 derive_seed(self.seed, "final", index),
-                epochs=max(1, member["best_epoch"]),
-                val_accuracy=member["fitness"],
+                epochs=max(1, candidate["best_epoch"]),
+                val_accuracy=candidate["fitness"],
             )
-            for index, member in enumerate(best(candidates, self.schedule["elites"]))
+            for index, candidate in enumerate(best(candidates, self.schedule["elites"]))
         ]
 
     def finish(self, entries: list[dict[str, Any]]) -> None:
