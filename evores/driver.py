@@ -1,20 +1,24 @@
-"""The driver loop of a run: ask -> evaluate -> log -> tell -> checkpoint, then the summary.
+"""The driver loop of a run: ask -> evaluate -> log -> tell -> checkpoint.
 
 A generation's tasks are looked up in the evaluation log first: a task whose record is there
 (same key, genome, resolution and seed) was finished before a crash or a requeue and is not
 evaluated again. Because every task is a pure function of its seed, the reused result is the
 one a fresh evaluation would give, and a resumed run ends exactly like an uninterrupted one.
+The progress lines come from ``evores.progress``, the summary and the plots from
+``evores.report``; the driver reads the search only through its progress view.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Any
 
-from evores import __version__, report
+from evores import progress, report
 from evores.checkpoint import RunDirectory
+from evores.evaluators import Evaluator
+from evores.ladder import FINAL, SEARCH
+from evores.results import INTERRUPTED, OK, LogRecord, Task, make_record
 from evores.search import LadderSearch
 from evores.steady import SteadyStateSearch
 from evores.stopping import RunStopped, StopRequest
@@ -24,17 +28,11 @@ log = logging.getLogger("evores")
 # In asynchronous mode the checkpoint is written at most this often (and at stage changes).
 CHECKPOINT_SECONDS = 1.0
 
-# The status logged for an evaluation a stop left unfinished; --resume runs it again.
-INTERRUPTED = "interrupted"
-
-PLOTS = {
-    "evaluations": "progress_evaluations.png",
-    "time": "progress_time.png",
-    "elites": "elites_low_vs_high.png",
-}
+Search = LadderSearch | SteadyStateSearch
+Logged = dict[tuple, LogRecord]  # the evaluation log's latest record of each task key
 
 
-def _reusable(task: dict[str, Any], record: dict[str, Any] | None) -> bool:
+def _reusable(task: Task, record: dict[str, Any] | None) -> bool:
     return (
         record is not None
         and record.get("status") != INTERRUPTED
@@ -48,12 +46,12 @@ class Driver:
     """Runs one search to the end, from scratch or from the run directory's checkpoint."""
 
     def __init__(
-        self, config: dict[str, Any], run_dir: RunDirectory, cache, evaluator,
+        self, config: dict[str, Any], run_dir: RunDirectory, cache: Any, evaluator: Evaluator,
         stop: StopRequest | None = None,
     ):  # fmt: skip
         self.config = config
         self.run_dir = run_dir
-        self.cache = cache
+        self.cache = cache  # the dataset cache: its class names and report go in the summary
         self.evaluator = evaluator
         self.stop = stop
         self.population = config["search"]["population"]
@@ -66,62 +64,104 @@ class Driver:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def run(self) -> dict[str, Any]:
+        """Run the search to its end; the summary, also written with the plots."""
         checkpoint = self.run_dir.load_checkpoint()
         state = checkpoint["search"] if checkpoint else None
         asynchronous = self.config["search"]["asynchronous"]
-        search_class = SteadyStateSearch if asynchronous else LadderSearch
-        search = search_class(self.config, state)
+        search = (SteadyStateSearch if asynchronous else LadderSearch)(self.config, state)
         logged = {tuple(record["key"]): record for record in self.run_dir.read_records()}
         if checkpoint:
             self.elapsed_before = checkpoint["elapsed"]
-            self._log_resume(search, logged)
+            log.info("%s", progress.resume_line(search.progress(), len(logged)))
         if asynchronous:
             self._run_steady(search, logged)
         else:
             self._run_generations(search, logged)
-        summary = self.summary(search)
+        return self._report(search)
+
+    def _report(self, search: Search) -> dict[str, Any]:
+        records = self.run_dir.read_records()
+        view = search.progress()
+        summary = report.summary(
+            self.config, view, search.winner(), records, self.cache, self.elapsed()
+        )
         self.run_dir.write_summary(summary)
-        self._plot(search)
+        report.plot_run(self.run_dir.path, records, view.transitions)
         return summary
 
-    def _checkpoint(self, search: LadderSearch) -> None:
+    def _checkpoint(self, search: Search) -> None:
         self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
         self.last_checkpoint = time.monotonic()
 
-    def _run_steady(self, search: SteadyStateSearch, logged: dict) -> None:
-        """Asynchronous mode: one task per free worker, one result at a time."""
+    def _log(self, task: Task, result: dict[str, Any], logged: Logged) -> None:
+        record = make_record(task, result, self.elapsed())
+        self.run_dir.append_record(record)
+        logged[tuple(task["key"])] = record
+
+    # -- synchronous mode --------------------------------------------------------------------
+
+    def _run_generations(self, search: LadderSearch, logged: Logged) -> None:
+        """A generation at a time, checkpointed after each."""
+        while not search.done:
+            if self.stop:
+                self._stopped(search, [])
+            tasks = search.ask()
+            results = self._evaluate(tasks, logged)
+            if any(result is None for result in results):
+                self._stopped(search, self.evaluator.abandoned)
+            line = progress.generation_line(search.progress(), tasks, results, self.elapsed())
+            log.info("%s", line)
+            search.tell(tasks, results, self.elapsed())
+            self._checkpoint(search)
+
+    def _evaluate(self, tasks: list[Task], logged: Logged) -> list[dict | None]:
+        results: list[dict | None] = [logged.get(tuple(t["key"])) for t in tasks]
+        todo = [i for i, task in enumerate(tasks) if not _reusable(task, results[i])]
+        if len(todo) < len(tasks):
+            log.info("reusing %d evaluations finished before the restart", len(tasks) - len(todo))
+        fresh = self.evaluator.map(
+            [tasks[i] for i in todo],
+            on_result=lambda task, result: self._log(task, result, logged),
+            stop=self.stop,
+        )
+        for i, result in zip(todo, fresh, strict=True):
+            results[i] = result
+        return results
+
+    # -- asynchronous mode -------------------------------------------------------------------
+
+    def _run_steady(self, search: SteadyStateSearch, logged: Logged) -> None:
+        """One task per free worker, one result at a time."""
         told = {"count": 0, "failed": 0}
 
-        def next_task() -> dict | None:
+        def next_task() -> Task | None:
             while True:
                 task = search.ask_one()
                 if task is None or not _reusable(task, logged.get(tuple(task["key"]))):
                     return task
                 on_told(task, logged[tuple(task["key"])])  # finished before the restart
 
-        def on_result(task: dict, result: dict) -> None:
-            entry = self._record(task, result)
-            self.run_dir.append_record(entry)
-            logged[tuple(task["key"])] = entry
+        def on_result(task: Task, result: dict) -> None:
+            self._log(task, result, logged)
             on_told(task, result)
 
-        def on_told(task: dict, result: dict) -> None:
-            phase, stage = search.state["phase"], search.stage
+        def on_told(task: Task, result: dict) -> None:
+            phase, stage = search.phase, search.stage
             search.tell_one(task, result, self.elapsed())
             told["count"] += 1
-            told["failed"] += result["status"] != "ok"
-            changed = search.state["phase"] != phase or search.stage != stage
+            told["failed"] += result["status"] != OK
+            changed = search.phase != phase or search.stage != stage
             # Every result is in the log at once; the checkpoint, which a resumed run breeds
             # from, at most every CHECKPOINT_SECONDS and at every stage change. A crash in
             # between costs re-breeding a few tasks, and with the serial evaluator not even
             # that: it breeds the same ones again and finds their results in the log.
             if changed or time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
                 self._checkpoint(search)
-            if phase == "search" and (changed or told["count"] % self.population == 0):
-                self._log_progress(search, told["failed"], stage_closed=changed)
+            if phase == SEARCH and (changed or told["count"] % self.population == 0):
+                self._log_steady_progress(search, told["failed"], stage_closed=changed)
                 told["failed"] = 0
-            if phase == "final" and search.done:
-                self._log_final(search.state["final"])
+            if phase == FINAL and search.done:
+                log.info("%s", progress.final_line(search.progress()))
 
         abandoned = self.evaluator.steady(
             next_task, on_result, finished=lambda: search.done, stop=self.stop
@@ -130,170 +170,33 @@ class Driver:
             self._stopped(search, abandoned)
         self._checkpoint(search)
 
-    def _run_generations(self, search: LadderSearch, logged: dict) -> None:
-        """Synchronous mode: a generation at a time, checkpointed after each."""
-        while not search.done:
-            if self.stop:
-                self._stopped(search, [])
-            tasks = search.ask()
-            results = self._evaluate(tasks, logged)
-            if any(result is None for result in results):
-                self._stopped(search, self.evaluator.abandoned)
-            self._log_generation(search, tasks, results)
-            search.tell(tasks, results, self.elapsed())
-            self._checkpoint(search)
+    def _log_steady_progress(
+        self, search: SteadyStateSearch, failed: int, stage_closed: bool
+    ) -> None:
+        """A line per population's worth of results and per stage."""
+        view = search.progress()
+        if stage_closed:
+            log.info("%s", progress.stage_closed_line(view))
+            return
+        line = progress.progress_line(
+            view, list(view.stage_scores), view.n_evaluations, self.elapsed(), failed=failed
+        )
+        log.info("%s", line)
 
-    def _stopped(self, search: LadderSearch, abandoned: list[dict]) -> None:
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _stopped(self, search: Search, abandoned: list[Task]) -> None:
         """Record the evaluations a stop left unfinished, checkpoint, and end the run here."""
         reason = self.stop.reason
         for task in abandoned:
-            entry = self._record(task, {"status": INTERRUPTED, "reason": reason})
-            self.run_dir.append_record(entry)
+            self.run_dir.append_record(
+                make_record(task, {"status": INTERRUPTED, "reason": reason}, self.elapsed())
+            )
         self._checkpoint(search)
+        view = search.progress()
         log.warning(
             "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "
             "checkpoint written; continue with --resume",
-            reason, search.stage + 1, search.state["n_evaluations"], len(abandoned),
+            reason, view.stage + 1, view.n_evaluations, len(abandoned),
         )  # fmt: skip
         raise RunStopped(reason, len(abandoned))
-
-    def _log_resume(self, search: LadderSearch, logged: dict) -> None:
-        state = search.state
-        log.info(
-            "resuming: stage %d, %d evaluations done, %d records in the log",
-            state["stage"] + 1, state["n_evaluations"], len(logged),
-        )  # fmt: skip
-
-    def _evaluate(self, tasks: list[dict], logged: dict) -> list[dict | None]:
-        results: list[dict | None] = [logged.get(tuple(t["key"])) for t in tasks]
-        todo = [i for i, task in enumerate(tasks) if not _reusable(task, results[i])]
-        if len(todo) < len(tasks):
-            log.info("reusing %d evaluations finished before the restart", len(tasks) - len(todo))
-
-        def record(task: dict, result: dict) -> None:
-            entry = self._record(task, result)
-            self.run_dir.append_record(entry)
-            logged[tuple(task["key"])] = entry
-
-        fresh = self.evaluator.map([tasks[i] for i in todo], on_result=record, stop=self.stop)
-        for i, result in zip(todo, fresh, strict=True):
-            results[i] = result
-        return results
-
-    def _record(self, task: dict, result: dict) -> dict[str, Any]:
-        stage, generation, index = task["key"]
-        entry = {
-            "key": task["key"],
-            "kind": task["kind"],
-            "stage": stage,
-            "generation": generation,
-            "index": index,
-            "hparams": task["hparams"],
-            "resolution": task["resolution"],
-            "seed": task["seed"],
-            "elapsed": round(self.elapsed(), 3),
-        }
-        if "elite_of" in task:
-            entry["elite_of"] = task["elite_of"]
-        entry.update(result)
-        return entry
-
-    def _log_generation(self, search: LadderSearch, tasks: list[dict], results: list[dict]) -> None:
-        if search.state["phase"] != "search":
-            tests = [r.get("test_accuracy") for r in results]
-            log.info("final retraining at %d px: test accuracies %s", tasks[0]["resolution"], tests)
-            return
-        scores = search.state["stage_scores"] + [
-            r["val_accuracy"] for r in results if r["status"] == "ok"
-        ]
-        failed = sum(r["status"] != "ok" for r in results)
-        done = search.state["n_evaluations"] + len(results)
-        self._progress_line(search, scores, done, len(results), failed)
-
-    def _log_progress(self, search: LadderSearch, failed: int, stage_closed: bool) -> None:
-        """Asynchronous mode: a line per population's worth of results and per stage."""
-        if stage_closed:
-            stage = search.state["stages"][-1]
-            log.info(
-                "stage %d/%d at %d px closed: best %.3f after %d evaluations",
-                len(search.state["stages"]), len(search.schedule["resolutions"]),
-                stage["resolution"], stage["best_val_accuracy"] or 0.0, stage["n_evaluations"],
-            )  # fmt: skip
-            return
-        state = search.state
-        self._progress_line(search, state["stage_scores"], state["n_evaluations"], 0, failed)
-
-    def _progress_line(
-        self, search: LadderSearch, scores: list[float], done: int, just_done: int, failed: int
-    ) -> None:
-        best = max(scores) if scores else None
-        median = sorted(scores)[len(scores) // 2] if scores else None
-        line = report.format_progress(
-            search.stage + 1, len(search.schedule["resolutions"]), search.resolution,
-            done, search.total_evaluations, best, median, self.elapsed(),
-            self._remaining_seconds(search, just_done),
-        )  # fmt: skip
-        log.info("%s%s", line, f"  ({failed} failed)" if failed else "")
-
-    @staticmethod
-    def _log_final(final: list[dict]) -> None:
-        tests = [f.get("test_accuracy") for f in final]
-        log.info("final retraining: test accuracies %s", tests)
-
-    def _remaining_seconds(self, search: LadderSearch, just_done: int) -> float | None:
-        """Estimate: this stage's seconds per evaluation, scaled by pixel count for later stages."""
-        state = search.state
-        used = state["stage_used"] + just_done
-        spent = self.elapsed() - state["stage_started"]
-        if used == 0 or spent <= 0:
-            return None
-        per_evaluation = spent / used
-        stage = state["stage"]
-        resolutions, budgets = search.schedule["resolutions"], search.schedule["evaluations"]
-        seconds = (budgets[stage] - used) * per_evaluation
-        for later in range(stage + 1, len(resolutions)):
-            seconds += (
-                budgets[later] * per_evaluation * (resolutions[later] / resolutions[stage]) ** 2
-            )
-        return seconds
-
-    def summary(self, search: LadderSearch) -> dict[str, Any]:
-        winner = search.winner()
-        failures = Counter(
-            r.get("failure") or "unknown" for r in self._completed() if r["status"] == "failed"
-        )
-        return {
-            "best_hparams": winner["hparams"] if winner else None,
-            "test_accuracy": winner["test_accuracy"] if winner else None,
-            "test_resolution": self.config["schedule"]["resolutions"][-1],
-            "val_accuracy": winner["val_accuracy"] if winner else None,
-            "wall_seconds": round(self.elapsed(), 3),
-            "n_evaluations": search.state["n_evaluations"],
-            "stages": search.state["stages"],
-            "transitions": search.state["transitions"],
-            "final_candidates": search.state["final"],
-            "failures": dict(sorted(failures.items())),
-            "seed": self.config["seed"],
-            "strategy": self.config["search"]["strategy"],
-            "data": {
-                "path": self.config["data"]["path"],
-                "filter": self.config["data"]["filter"],
-                "classes": list(self.cache.class_names),
-                "report": self.cache.report,
-            },
-            "plots": dict(PLOTS),
-            "evores_version": __version__,
-        }
-
-    def _completed(self) -> list[dict[str, Any]]:
-        """One record per finished evaluation, in log order (a re-run replaces an interrupted
-        record; a record logged twice around a crash counts once)."""
-        latest = {tuple(r["key"]): r for r in self.run_dir.read_records()}
-        return [r for r in latest.values() if r["status"] != INTERRUPTED]
-
-    def _plot(self, search: LadderSearch) -> None:
-        records = [r for r in self._completed() if r["kind"] == "search"]
-        report.plot_progress(
-            records, self.run_dir.file(PLOTS["evaluations"]), self.run_dir.file(PLOTS["time"])
-        )
-        report.plot_elites(search.state["transitions"], self.run_dir.file(PLOTS["elites"]))

@@ -1,4 +1,8 @@
-"""Plots and summary helpers for a run directory.
+"""What a run reports: the summary, the plots, the statistics and the progress line's text.
+
+The summary (``summary.json``) and the three plots are made from the evaluation log and the
+search's progress view when a run ends. Its statistics come from ``evores.stats``: the plots'
+median is the progress lines' (``evores.progress``), and Spearman's rho the search's.
 
 matplotlib is imported inside the plotting functions, so importing this module costs nothing.
 Figures are drawn on their own Agg canvas without pyplot: no display needed, no global backend
@@ -8,51 +12,40 @@ switch, no figure left registered anywhere (each is cleared after saving).
 from __future__ import annotations
 
 import math
-import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["spearman", "format_progress", "plot_progress", "plot_elites"]
+from evores import __version__
+from evores.atomic import atomic_path
+from evores.results import FAILED, INTERRUPTED, KIND_SEARCH
+from evores.stats import median, spearman
+
+if TYPE_CHECKING:
+    from evores.ladder import Progress
+
+__all__ = [
+    "PLOTS",
+    "completed",
+    "format_progress",
+    "plot_elites",
+    "plot_progress",
+    "plot_run",
+    "progress_series",
+    "summary",
+]
 
 _DPI = 100
 
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n; tied values share the average of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    new_group = np.r_[True, ordered[1:] != ordered[:-1]]
-    group = np.cumsum(new_group) - 1
-    starts = np.r_[np.flatnonzero(new_group), len(values)]  # group g spans starts[g]:starts[g+1]
-    ranks = np.empty(len(values))
-    ranks[order] = (starts[group] + starts[group + 1] - 1) / 2 + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties), or None when it is undefined.
-
-    Undefined means fewer than 2 pairs or no variation in either sequence. Raises ValueError
-    for sequences of different lengths or non-finite values.
-    """
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(
-            f"spearman needs two flat sequences of equal length, got {a.shape}, {b.shape}"
-        )
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("spearman needs finite values; drop NaN or infinite entries first")
-    if len(a) < 2:
-        return None
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    if denominator == 0.0:
-        return None
-    return max(-1.0, min(1.0, float(ra @ rb) / denominator))
+# The plots of a run directory, by what they show.
+PLOTS = {
+    "evaluations": "progress_evaluations.png",
+    "time": "progress_time.png",
+    "elites": "elites_low_vs_high.png",
+}
 
 
 def _duration(seconds: float) -> str:
@@ -110,17 +103,11 @@ def _figure(size: tuple[float, float] = (7.0, 4.5)) -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Write the PNG atomically: temp file in the same directory, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write the PNG atomically (readers never see half a plot), then free the figure."""
     try:
-        with open(tmp, "wb") as handle:
-            fig.savefig(handle, format="png")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, format="png")
     finally:
-        tmp.unlink(missing_ok=True)
         fig.clear()
 
 
@@ -144,8 +131,8 @@ def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
     restart at each stage boundary. They are NaN until the stage has a success. Failed
     evaluations still advance the evaluation count.
     """
-    search = [r for r in records if r.get("kind", "search") == "search"]
-    best, median, stages, accuracy = [], [], [], []
+    search = [r for r in records if r.get("kind", KIND_SEARCH) == KIND_SEARCH]
+    best, medians, stages, accuracy = [], [], [], []
     current, scores = None, []
     for record in search:
         stage = _stage_of(record)
@@ -156,7 +143,7 @@ def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
             scores.append(float(record["val_accuracy"]))
         accuracy.append(float(record["val_accuracy"]) if ok else math.nan)
         best.append(max(scores) if scores else math.nan)
-        median.append(float(np.median(scores)) if scores else math.nan)
+        medians.append(math.nan if not scores else median(scores))
         stages.append(stage)
     return {
         "evaluations": np.arange(1, len(search) + 1, dtype=float),
@@ -165,7 +152,7 @@ def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
         "stage": np.array(stages, dtype=int),
         "accuracy": np.array(accuracy),
         "best": np.array(best),
-        "median": np.array(median),
+        "median": np.array(medians),
     }
 
 
@@ -265,3 +252,58 @@ def plot_elites(transitions: list[dict], path: Path) -> None:
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+# -- the run's summary and plots ----------------------------------------------------------------
+
+
+def completed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per finished evaluation, in log order (a re-run replaces an interrupted
+    record; a record logged twice around a crash counts once)."""
+    latest = {tuple(r["key"]): r for r in records}
+    return [r for r in latest.values() if r["status"] != INTERRUPTED]
+
+
+def summary(
+    config: dict[str, Any],
+    progress: Progress,
+    winner: dict[str, Any] | None,
+    records: list[dict[str, Any]],
+    cache: Any,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """``summary.json``: the winner, the stages and transitions, the failures by type, and
+    what produced it (seed, strategy, data, version). ``cache`` is the run's dataset cache
+    (its ``class_names`` and build ``report``)."""
+    failed = [r for r in completed(records) if r["status"] == FAILED]
+    failures = Counter(r.get("failure") or "unknown" for r in failed)
+    return {
+        "best_hparams": winner["hparams"] if winner else None,
+        "test_accuracy": winner["test_accuracy"] if winner else None,
+        "test_resolution": config["schedule"]["resolutions"][-1],
+        "val_accuracy": winner["val_accuracy"] if winner else None,
+        "wall_seconds": round(wall_seconds, 3),
+        "n_evaluations": progress.n_evaluations,
+        "stages": list(progress.stages),
+        "transitions": list(progress.transitions),
+        "final_candidates": list(progress.final),
+        "failures": dict(sorted(failures.items())),
+        "seed": config["seed"],
+        "strategy": config["search"]["strategy"],
+        "data": {
+            "path": config["data"]["path"],
+            "filter": config["data"]["filter"],
+            "classes": list(cache.class_names),
+            "report": cache.report,
+        },
+        "plots": dict(PLOTS),
+        "evores_version": __version__,
+    }
+
+
+def plot_run(directory: Path, records: list[dict[str, Any]], transitions: Sequence[dict]) -> None:
+    """The run directory's three :data:`PLOTS`, from its log and the search's transitions."""
+    directory = Path(directory)
+    search = [r for r in completed(records) if r["kind"] == KIND_SEARCH]
+    plot_progress(search, directory / PLOTS["evaluations"], directory / PLOTS["time"])
+    plot_elites(list(transitions), directory / PLOTS["elites"])

@@ -237,7 +237,7 @@ def _drive(setup: dict[str, Any], comm, stop: StopRequest) -> int:
     try:
         summary = Driver(config, setup["run_dir"], setup["cache"], evaluator, stop).run()
     except RunStopped:
-        if getattr(evaluator, "busy", 0):
+        if evaluator.busy:
             # Workers still training what was abandoned would only finish after the job's
             # end; the checkpoint is written, so end every rank now.
             _abort_every_rank(comm, setup["run_dir"], EXIT_CHECKPOINTED)

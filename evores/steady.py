@@ -1,10 +1,10 @@
 """Asynchronous steady-state evolution up the resolution ladder, one task at a time.
 
-``SteadyStateSearch`` is the ``search.asynchronous = true`` counterpart of ``LadderSearch``:
+``SteadyStateSearch`` is the ``search.asynchronous = true`` sibling of ``LadderSearch``:
 instead of a generation barrier, ``ask_one`` breeds one individual from the current population
-whenever a worker frees and ``tell_one`` inserts one result. It reuses LadderSearch's operators,
-stage bookkeeping and final phase, and its state is one plain dict with the same keys where they
-mean the same (so the driver's summary and the report plots read it unchanged), plus:
+whenever a worker frees and ``tell_one`` inserts one result. Both hold an ``evores.ladder.Ladder``
+for what they share (operators, stage bookkeeping, final phase), so their states have the same
+keys where they mean the same (the driver's summary and the report read either), plus:
 
 - ``births``: tasks handed out so far in the current stage (or in the final phase);
 - ``pending``: the tasks handed out and not yet told, re-issued first by a resumed search;
@@ -26,41 +26,64 @@ from typing import Any
 
 import numpy as np
 
-from evores.search import LadderSearch, _best
+from evores.ladder import DONE, FINAL, SEARCH, Ladder, Progress, best, final_entry, member
+from evores.results import KIND_FINAL, KIND_SEARCH, Task, make_task
 from evores.seeding import derive_rng, derive_seed
-from evores.space import SearchSpace
 
 
-class SteadyStateSearch(LadderSearch):
-    """Steady-state genetic (``ga``) or random search; ``ask_one``/``tell_one`` instead of
-    ``ask``/``tell``."""
+class SteadyStateSearch:
+    """Steady-state genetic (``ga``) or random search: ``ask_one``/``tell_one``."""
 
     def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
-        super().__init__(config, state)
+        self.seed = config["seed"]
+        self.schedule = config["schedule"]
+        self.search = config["search"]
+        state = copy.deepcopy(state) if state is not None else self._initial_state(config)
+        self.ladder = Ladder(config, state)
         # Not state: a resumed search hands out the tasks that were in flight first.
         self._reissue = [copy.deepcopy(task) for task in self.state["pending"]]
-        self._space: SearchSpace | None = None  # parsed state["space"], reset at stage change
 
     @staticmethod
     def _initial_state(config: dict[str, Any]) -> dict[str, Any]:
-        state = LadderSearch._initial_state(config)
-        del state["generation"]
-        state.update(births=0, pending=[])
-        return state
+        return {**Ladder.initial_state(config), "births": 0, "pending": []}
 
-    def ask(self) -> list[dict[str, Any]]:
-        raise TypeError("SteadyStateSearch hands out one task at a time: call ask_one()")
+    # -- progress --------------------------------------------------------------------------
 
-    def tell(self, tasks: list[dict], results: list[dict], elapsed: float) -> None:
-        raise TypeError("SteadyStateSearch takes one result at a time: call tell_one()")
+    @property
+    def state(self) -> dict[str, Any]:
+        """All of the search's state, plain data: the checkpoint."""
+        return self.ladder.state
 
-    def pending(self) -> list[dict[str, Any]]:
+    @property
+    def phase(self) -> str:
+        return self.state["phase"]
+
+    @property
+    def done(self) -> bool:
+        return self.state["phase"] == DONE
+
+    @property
+    def stage(self) -> int:
+        return self.ladder.stage
+
+    @property
+    def resolution(self) -> int:
+        return self.ladder.resolution
+
+    def progress(self) -> Progress:
+        return self.ladder.progress()
+
+    def winner(self) -> dict[str, Any] | None:
+        """The final candidate with the best validation accuracy (never chosen by test score)."""
+        return self.ladder.winner()
+
+    def pending(self) -> list[Task]:
         """The tasks handed out and not yet told (copies), oldest first."""
         return copy.deepcopy(self.state["pending"])
 
     # -- ask ---------------------------------------------------------------------------------
 
-    def ask_one(self) -> dict[str, Any] | None:
+    def ask_one(self) -> Task | None:
         """The next task, or None when nothing can be handed out until results come back
         (the stage's budget or the final tasks are all out) or the run is done."""
         while self._reissue:
@@ -68,12 +91,12 @@ class SteadyStateSearch(LadderSearch):
             if any(t["key"] == task["key"] for t in self.state["pending"]):
                 return task  # (not if it was told meanwhile, e.g. from the evaluation log)
         phase, births = self.state["phase"], self.state["births"]
-        if phase == "done":
+        if phase == DONE:
             return None
-        if phase == "final":
-            tasks = self._final_tasks()
+        if phase == FINAL:
+            tasks = self.ladder.final_tasks()
             task = tasks[births] if births < len(tasks) else None
-        elif births < self.schedule["evaluations"][self.state["stage"]]:
+        elif births < self.ladder.budget:
             task = self._search_task(births)
         else:
             task = None
@@ -82,85 +105,64 @@ class SteadyStateSearch(LadderSearch):
             self.state["pending"].append(task)
         return copy.deepcopy(task)
 
-    def _current_space(self) -> SearchSpace:
-        if self._space is None:
-            self._space = SearchSpace.from_dict(self.state["space"])
-        return self._space
-
-    def _search_task(self, birth: int) -> dict[str, Any]:
+    def _search_task(self, birth: int) -> Task:
         stage = self.state["stage"]
         carried = self.state["carried"] if stage > 0 else []
-        task = {
-            "key": [stage, birth, 0],
-            "kind": "search",
-            "hparams": None,
-            "resolution": self.resolution,
-            "seed": derive_seed(self.seed, "async-eval", stage, birth),
-            "epochs": None,
-        }
+        extra = {}
         if birth < len(carried):  # a later stage starts by re-evaluating the carried elites
             # (so elite i is birth i: _tell_elite relies on it)
-            task["hparams"] = carried[birth]["hparams"]
-            task["elite_of"] = [stage - 1, carried[birth]["fitness"]]
+            hparams = carried[birth]["hparams"]
+            extra["elite_of"] = [stage - 1, carried[birth]["fitness"]]
         else:
-            task["hparams"] = self._breed(derive_rng(self.seed, "async-breed", stage, birth))
-        return task
+            hparams = self._breed(derive_rng(self.seed, "async-breed", stage, birth))
+        return make_task(
+            [stage, birth, 0],
+            KIND_SEARCH,
+            hparams,
+            self.resolution,
+            derive_seed(self.seed, "async-eval", stage, birth),
+            **extra,
+        )
 
     def _breed(self, rng: np.random.Generator) -> dict[str, Any]:
         """One genome: tournament parents once the population is full; before that, offspring of
         the carried elites (as LadderSearch's stage change), or a sample in stage 0."""
-        space = self._current_space()
         if self.search["strategy"] == "random":
-            return self.toolbox.sample(space, rng)
+            return self.ladder.toolbox.sample(self.ladder.space(), rng)
         population = self.state["population"]
         if len(population) >= self.search["population"]:
-            fitnesses = [member["fitness"] for member in population]
-            picks = self.toolbox.select(fitnesses, 2, rng=rng)
+            fitnesses = [m["fitness"] for m in population]
+            picks = self.ladder.toolbox.select(fitnesses, 2, rng=rng)
             parents = [population[i]["hparams"] for i in picks]
         elif self.state["stage"] > 0:
             carried = self.state["carried"]
             parents = [carried[i]["hparams"] for i in rng.integers(len(carried), size=2)]
         else:  # stage 0 before the population is full: never wait for results to breed
-            return self.toolbox.sample(space, rng)
-        return self._vary_one(parents, space, rng)
-
-    def _vary_one(
-        self, parents: list[dict], space: SearchSpace, rng: np.random.Generator
-    ) -> dict[str, Any]:
-        """LadderSearch._vary for a single child (the other child of a crossover is not needed,
-        so it is not mutated: that would double the cost of a birth)."""
-        child = parents[0]  # mate and mutate return new dicts; parents are never changed
-        if rng.random() < self.search["crossover"]:
-            child, _ = self.toolbox.mate(child, parents[1], space, rng)
-        if rng.random() < self.search["mutation"] or child in parents:
-            child = self.toolbox.mutate(child, space, rng)
-        return child
+            return self.ladder.toolbox.sample(self.ladder.space(), rng)
+        return self.ladder.vary_one(parents, rng)
 
     # -- tell --------------------------------------------------------------------------------
 
-    def tell_one(self, task: dict[str, Any], result: dict[str, Any], elapsed: float) -> None:
+    def tell_one(self, task: Task, result: dict[str, Any], elapsed: float) -> None:
         """Take the result of a pending task; ``elapsed`` is the run's clock."""
         self._take_pending(task["key"])
-        if task["kind"] == "final":
+        if task["kind"] == KIND_FINAL:
             self._tell_final_one(task, result)
             return
-        member = self._member(task, result)
-        self.state["n_evaluations"] += 1
-        self.state["stage_used"] += 1
-        if member["status"] == "ok":
-            self.state["stage_scores"].append(member["fitness"])
+        newcomer = member(task, result)
+        self.ladder.count([newcomer])
         if "elite_of" in task:
-            self._tell_elite(task["key"][1], member)
+            self._tell_elite(task["key"][1], newcomer)
         # Steady-state replacement, (mu + 1): add the newcomer, then drop the worst. It keeps the
         # best genome found at this resolution (elitism without a parameter) and never trades a
         # member for a worse one; a newcomer that only ties the worst is dropped (selBest is
         # stable), so the population changes only on improvement. Same as "replace the worst if
         # better", stated without a special case for a population still filling up.
-        self.state["population"] = _best(
-            self.state["population"] + [member], self.search["population"]
+        self.state["population"] = best(
+            self.state["population"] + [newcomer], self.search["population"]
         )
-        if self.state["stage_used"] == self.schedule["evaluations"][self.state["stage"]]:
-            self._end_stage(elapsed)
+        if self.ladder.remaining() == 0:
+            self._close_stage(elapsed)
 
     def _take_pending(self, key: list[int]) -> None:
         pending = self.state["pending"]
@@ -173,39 +175,31 @@ class SteadyStateSearch(LadderSearch):
             f"pending: {[t['key'] for t in pending]}"
         )
 
-    def _tell_elite(self, index: int, member: dict[str, Any]) -> None:
+    def _tell_elite(self, index: int, elite: dict[str, Any]) -> None:
         reevaluated = self.state["reevaluated"]
-        reevaluated[index] = member["fitness"]
+        reevaluated[index] = elite["fitness"]
         if all(f is not None for f in reevaluated):
-            self._record_transition([{"fitness": f} for f in reevaluated])
+            # The carried elites stay: breeding needs them until the population is full.
+            low = [m["fitness"] for m in self.state["carried"]]
+            self.ladder.record_transition(low, list(reevaluated))
 
-    def _record_transition(self, members: list[dict]) -> None:
-        # LadderSearch pops the carried elites here; breeding still needs them until this
-        # stage's population is full, so they stay until the stage ends.
-        carried = self.state["carried"]
-        super()._record_transition(members)
-        self.state["carried"] = carried
-
-    def _end_stage(self, elapsed: float) -> None:
-        super()._end_stage(elapsed)
-        self.state.pop("generation", None)
+    def _close_stage(self, elapsed: float) -> None:
+        self.ladder.close_stage(elapsed)
         self.state["births"] = 0
-        self._space = None
-        if self.state["phase"] == "search":
+        if self.state["phase"] == SEARCH:
             self.state["population"] = []  # accuracies at another resolution do not compare
             self.state["reevaluated"] = [None] * len(self.state["carried"])
             return
         self.state.pop("reevaluated", None)
         self.state.pop("carried", None)  # as in LadderSearch's final phase
-        n_final = len(self._final_tasks())
+        n_final = len(self.ladder.final_tasks())
         if n_final == 0:  # no successful evaluation to retrain (LadderSearch ends the same way)
-            self.state.update(phase="done", final=[])
+            self.ladder.finish([])
         else:
             self.state["final_told"] = [None] * n_final
 
-    def _tell_final_one(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+    def _tell_final_one(self, task: Task, result: dict[str, Any]) -> None:
         told = self.state["final_told"]
-        told[task["key"][2]] = self._final_entry(task, result)
+        told[task["key"][2]] = final_entry(task, result)
         if all(entry is not None for entry in told):
-            self.state["final"] = self.state.pop("final_told")
-            self.state["phase"] = "done"
+            self.ladder.finish(self.state.pop("final_told"))

@@ -59,13 +59,14 @@ def main() -> None:
     with MPIEvaluator(comm) as evaluator:
         search = SteadyStateSearch(make_config())
         told, abandoned, ranks, plain = drive(evaluator, search)
+        progress = search.progress()
         whole = {
-            "phase": search.state["phase"],
+            "phase": progress.phase,
             "abandoned": abandoned,
             "counts": counts(told),
-            "n_evaluations": search.state["n_evaluations"],
-            "transitions": len(search.state["transitions"]),
-            "final": len(search.state["final"]),
+            "n_evaluations": progress.n_evaluations,
+            "transitions": len(progress.transitions),
+            "final": len(progress.final),
             "ranks": ranks,
             "state_is_json": plain,
         }
@@ -81,7 +82,7 @@ def main() -> None:
                 "abandoned": [t["key"] for t in abandoned],
                 "pending": [t["key"] for t in pending],
                 "busy": busy,
-                "resumed_phase": resumed.state["phase"],
+                "resumed_phase": resumed.phase,
                 "resumed_counts": counts(before + after),
             },
         }

@@ -1,4 +1,5 @@
-"""Tests for evores.report: Spearman correlation, progress line, and that the plots get written."""
+"""Tests for evores.report and evores.progress: the progress lines, the ETA, completed records,
+and that the plots get written (atomically)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from evores.report import format_progress, plot_elites, plot_progress, progress_series, spearman
+from evores import report
+from evores.ladder import FINAL, SEARCH, Progress
+from evores.progress import generation_line, remaining_seconds
+from evores.report import (
+    completed,
+    format_progress,
+    plot_elites,
+    plot_progress,
+    progress_series,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -16,42 +26,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def assert_png(path) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
-
-
-# --- spearman ---------------------------------------------------------------------------------
-
-
-def test_spearman_perfect_monotone_is_plus_or_minus_one():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-
-
-def test_spearman_known_value_without_ties():
-    # d = ranks differ by (0, 0, -1, 1, 0) -> rho = 1 - 6 * 2 / (5 * 24) = 0.9
-    assert spearman([1, 2, 3, 4, 5], [5, 6, 8, 7, 10]) == pytest.approx(0.9)
-
-
-def test_spearman_with_ties_uses_average_ranks():
-    # x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4): Pearson of the ranks = 0.9486833
-    assert spearman([0.1, 0.5, 0.5, 0.9], [1, 2, 3, 4]) == pytest.approx(3 / np.sqrt(10))
-    # both tied: x ranks (1.5, 1.5, 3, 4), y ranks (1, 2.5, 2.5, 4)
-    rx, ry = np.array([1.5, 1.5, 3, 4]), np.array([1, 2.5, 2.5, 4])
-    expected = np.corrcoef(rx, ry)[0, 1]
-    assert spearman([2, 2, 5, 7], [0.3, 0.6, 0.6, 0.9]) == pytest.approx(expected)
-
-
-def test_spearman_undefined_cases_give_none():
-    assert spearman([], []) is None
-    assert spearman([0.5], [0.7]) is None
-    assert spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]) is None
-    assert spearman([0.1, 0.2, 0.3], [0.4, 0.4, 0.4]) is None
-
-
-def test_spearman_rejects_bad_input():
-    with pytest.raises(ValueError, match="equal length"):
-        spearman([1, 2], [1, 2, 3])
-    with pytest.raises(ValueError, match="finite"):
-        spearman([1, float("nan")], [1, 2])
 
 
 # --- format_progress --------------------------------------------------------------------------
@@ -68,6 +42,70 @@ def test_format_progress_unknowns_and_long_durations():
     line = format_progress(1, 1, 32, 0, 10, None, None, 7265.0, None)
     assert line == "stage 1/1  32 px  evals 0/10  best -  median -  elapsed 2h01m  eta ?"
     assert format_progress(1, 2, 16, 3, 8, 0.5, 0.5, 5.4, 0.0).endswith("elapsed 5s  eta 0s")
+
+
+def view(**fields) -> Progress:
+    defaults = dict(
+        phase=SEARCH, stage=0, resolutions=(16, 32), budgets=(10, 10), n_evaluations=0,
+        stage_used=0, stage_started=0.0, stage_scores=(), stages=(), transitions=(), final=(),
+    )  # fmt: skip
+    return Progress(**{**defaults, **fields})
+
+
+def test_the_eta_scales_this_stages_pace_by_pixel_count():
+    assert remaining_seconds(view(), elapsed=30.0) is None  # nothing done yet
+    # 5 evaluations in 50 s: 5 more at 10 s, then 10 at four times the pixels.
+    halfway = view(n_evaluations=5, stage_used=5)
+    assert remaining_seconds(halfway, elapsed=50.0) == pytest.approx(5 * 10 + 10 * 40)
+    assert remaining_seconds(halfway, elapsed=50.0, just_done=5) == pytest.approx(10 * 20)
+    last = view(stage=1, n_evaluations=15, stage_used=5, stage_started=100.0)
+    assert remaining_seconds(last, elapsed=150.0) == pytest.approx(5 * 10)
+
+
+def test_a_generation_line_counts_the_results_not_yet_told():
+    progress = view(n_evaluations=2, stage_used=2, stage_scores=(0.2, 0.8), stage_started=0.0)
+    results = [{"status": "ok", "val_accuracy": 0.4}, {"status": "failed", "val_accuracy": 0.0}]
+    line = generation_line(progress, [{}, {}], results, elapsed=40.0)
+    assert line == (
+        "stage 1/2  16 px  evals 4/20  best 0.800  median 0.400  elapsed 40s  eta 7m40s  (1 failed)"
+    )
+    final = generation_line(view(phase=FINAL, stage=1), [], [], elapsed=1.0)
+    assert final == "final retraining at 32 px: test accuracies []"
+
+
+def test_completed_keeps_the_latest_finished_record_of_each_evaluation():
+    records = [
+        {"key": [0, 0, 0], "status": "ok", "val_accuracy": 0.1},
+        {"key": [0, 0, 1], "status": "interrupted"},
+        {"key": [0, 0, 0], "status": "ok", "val_accuracy": 0.1},  # logged again around a crash
+        {"key": [0, 0, 1], "status": "failed", "failure": "oom"},  # the re-run
+        {"key": [0, 0, 2], "status": "interrupted"},  # not re-run yet
+    ]
+    assert completed(records) == [records[2], records[3]]
+
+
+class FailingFigure:
+    """Stands in for a matplotlib Figure whose rendering fails half way."""
+
+    cleared = False
+
+    def savefig(self, path, format):
+        with open(path, "wb") as handle:
+            handle.write(b"half a png")
+        raise RuntimeError("rendering failed")
+
+    def clear(self):
+        self.cleared = True
+
+
+def test_a_plot_that_fails_to_render_leaves_the_previous_file_and_no_temporary(tmp_path):
+    path = tmp_path / "plot.png"
+    path.write_bytes(b"the previous plot")
+    figure = FailingFigure()
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        report._save(figure, path)
+    assert path.read_bytes() == b"the previous plot" and figure.cleared
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
 # --- plots ------------------------------------------------------------------------------------

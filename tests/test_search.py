@@ -76,7 +76,62 @@ def test_elites_are_re_evaluated_first_at_a_stage_change():
     transition = search.state["transitions"][0]
     assert transition["from_resolution"] == 16 and transition["to_resolution"] == 32
     assert transition["low"] == scores
-    assert -1.0 <= transition["rank_correlation"] <= 1.0
+    assert transition["high"] == [toy_accuracy(t["hparams"], 32) for t in elites]
+    # toy_accuracy ranks genomes alike at every resolution: the elites keep their order.
+    assert transition["rank_correlation"] == pytest.approx(1.0)
+    assert search.state["stages"][1]["rank_correlation"] == transition["rank_correlation"]
+
+
+def planted(elite_at_32):
+    """Distinct seeded scores at 16 px; at 32 px a carried elite scores
+    ``elite_at_32(index, its score at 16 px)`` (the elites come first, best first)."""
+
+    def result(task: dict) -> dict:
+        if "elite_of" in task:
+            return elite_at_32(task["key"][2], task["elite_of"][1])
+        if task["kind"] == "final":
+            return toy_result(task)
+        noise = (task["seed"] % 10_007) / 1e6  # no ties among the elites
+        score = toy_accuracy(task["hparams"], task["resolution"]) + noise
+        return {"status": "ok", "val_accuracy": score, "best_epoch": 3}
+
+    return result
+
+
+def first_transition(work) -> dict:
+    search = LadderSearch(make_config())
+    while not search.state["transitions"]:
+        tasks = search.ask()
+        search.tell(tasks, [work(t) for t in tasks], elapsed=0.0)
+    return search.state["transitions"][0]
+
+
+def test_rank_correlation_of_elites_whose_order_holds_or_reverses_is_plus_or_minus_one():
+    def same_order(index: int, low: float) -> dict:
+        return {"status": "ok", "val_accuracy": low / 2, "best_epoch": 3}
+
+    def reversed_order(index: int, low: float) -> dict:
+        return {"status": "ok", "val_accuracy": 1.0 - low, "best_epoch": 3}
+
+    held = first_transition(planted(same_order))
+    assert held["high"] == [low / 2 for low in held["low"]]
+    assert held["rank_correlation"] == pytest.approx(1.0)
+    reversed_ = first_transition(planted(reversed_order))
+    assert reversed_["high"] == [1.0 - low for low in reversed_["low"]]
+    assert reversed_["rank_correlation"] == pytest.approx(-1.0)
+
+
+def test_an_elite_failing_at_the_higher_resolution_scores_zero_in_the_transition():
+    def best_one_fails(index: int, low: float) -> dict:
+        if index == 0:
+            return {"status": "failed", "val_accuracy": 0.0, "best_epoch": 0, "failure": "oom"}
+        return {"status": "ok", "val_accuracy": low, "best_epoch": 3}
+
+    transition = first_transition(planted(best_one_fails))
+    low, high = transition["low"], transition["high"]
+    assert low[0] > low[1] > low[2] and high == [0.0, low[1], low[2]]
+    # Ranks (3, 2, 1) against (1, 3, 2): rho = 1 - 6 * (4 + 1 + 1) / (3 * 8) = -0.5
+    assert transition["rank_correlation"] == pytest.approx(-0.5)
 
 
 def test_same_seed_same_run_and_other_seed_differs():

@@ -1,0 +1,237 @@
+"""Tests for evores.driver, in process and in seconds: the driver loop over an injected serial
+evaluator whose results are derived from each task's seed (no training, no dataset).
+
+A run stopped or crashed part way and resumed must end exactly like an uninterrupted one, in
+the synchronous and the asynchronous mode, with one log record per evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from evores import config as configuration
+from evores.checkpoint import RunDirectory
+from evores.driver import Driver
+from evores.evaluators import SerialEvaluator
+from evores.report import PLOTS, median
+from evores.results import INTERRUPTED, OK, FitnessResult
+from evores.stopping import RunInterrupted, RunStopped, StopRequest
+
+MODES = ["sync", "async"]
+N_EVALUATIONS = 12 + 8  # schedule.evaluations below
+N_FINAL = 2  # schedule.elites below
+SUMMARY_KEYS = {
+    "best_hparams", "test_accuracy", "test_resolution", "val_accuracy", "wall_seconds",
+    "n_evaluations", "stages", "transitions", "final_candidates", "failures", "seed",
+    "strategy", "data", "plots", "evores_version",
+}  # fmt: skip
+CLOCK_FIELDS = {"elapsed", "wall_seconds", "stage_started"}  # the run's clock, never equal
+
+
+class StandInCache:
+    """What the driver reads of a dataset cache: its class names and its build report."""
+
+    class_names = ("ants", "bees")
+    report = {"images": 0}
+
+
+class Crash(BaseException):
+    """A process dying mid-run (not an Exception: the evaluator must not catch it)."""
+
+
+def make_config(mode: str, **sets) -> dict:
+    overrides = [
+        "schedule.resolutions=[8, 16]", "schedule.evaluations=[12, 8]", "search.population=4",
+        "search.elitism=1", f"schedule.elites={N_FINAL}",
+        f"search.asynchronous={'true' if mode == 'async' else 'false'}",
+    ]  # fmt: skip
+    overrides += [f"{k.replace('__', '.')}={v}" for k, v in sets.items()]
+    return configuration.load(overrides=overrides)
+
+
+def toy_work(task: dict) -> dict:
+    """A full result derived from the task alone: seeded accuracy, one failure in seven."""
+    score = (task["seed"] % 10_007) / 10_007 * (0.5 + task["resolution"] / 32)
+    if task["kind"] == "final":
+        return FitnessResult(0.0, OK, None, None, 2, 2, 0.0, 0.0, 10, 0, 0.0,
+                             test_accuracy=score).to_dict()  # fmt: skip
+    if task["seed"] % 7 == 0:
+        return FitnessResult.failed("toy failure", "nan").to_dict()
+    return FitnessResult(score, OK, None, None, 3, 2, 0.0, 0.0, 10, 0, 0.0).to_dict()
+
+
+def stop_after(n: int, stop: StopRequest):
+    """toy_work that asks the run to stop once it has returned ``n`` results."""
+    calls = []
+
+    def work(task: dict) -> dict:
+        calls.append(task["key"])
+        if len(calls) == n:
+            stop.request("SIGUSR1", 0.0)
+        return toy_work(task)
+
+    return work
+
+
+def crash_after(n: int):
+    """toy_work for ``n`` tasks; the next one takes the process down."""
+    calls = []
+
+    def work(task: dict) -> dict:
+        calls.append(task["key"])
+        if len(calls) > n:
+            raise Crash(f"died in task {task['key']}")
+        return toy_work(task)
+
+    return work
+
+
+def drive(config: dict, path, work=toy_work, stop: StopRequest | None = None) -> dict:
+    run_dir = RunDirectory(path)
+    if not run_dir.has_run():
+        run_dir.create(configuration.to_toml(config))
+    return Driver(config, run_dir, StandInCache(), SerialEvaluator(work), stop).run()
+
+
+def timeless(value):
+    """``value`` without the run's clock readings (wall times differ between runs)."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items() if k not in CLOCK_FIELDS}
+    if isinstance(value, list):
+        return [timeless(v) for v in value]
+    return value
+
+
+def outcome(path) -> dict:
+    """Everything a run leaves that must be reproducible."""
+    run_dir = RunDirectory(path)
+    return {
+        "records": timeless(run_dir.read_records()),
+        "search": timeless(run_dir.load_checkpoint()["search"]),
+        "summary": timeless(json.loads(run_dir.file("summary.json").read_text())),
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """One uninterrupted run per mode: summary as returned, and its outcome on disk."""
+    runs = {}
+    for mode in MODES:
+        path = tmp_path_factory.mktemp(mode) / "run"
+        summary = drive(make_config(mode), path)
+        runs[mode] = {"summary": summary, "outcome": outcome(path), "path": path}
+    return runs
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_log_has_one_record_per_evaluation_and_the_summary_its_keys(uninterrupted, mode):
+    run = uninterrupted[mode]
+    records = run["outcome"]["records"]
+    assert len(records) == N_EVALUATIONS + N_FINAL
+    assert len({tuple(r["key"]) for r in records}) == len(records)
+    assert [r["kind"] for r in records].count("final") == N_FINAL
+    summary = run["summary"]
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["n_evaluations"] == N_EVALUATIONS
+    assert [s["n_evaluations"] for s in summary["stages"]] == [12, 8]
+    assert len(summary["transitions"]) == 1 and len(summary["final_candidates"]) == N_FINAL
+    assert summary["failures"] == {"nan": sum(r["status"] != OK for r in records)} != {}
+    assert summary["data"]["classes"] == ["ants", "bees"] and summary["test_resolution"] == 16
+    finals = [r for r in records if r["kind"] == "final"]
+    assert summary["test_accuracy"] in [r["test_accuracy"] for r in finals]
+    assert json.loads(json.dumps(summary)) == json.loads((run["path"] / "summary.json").read_text())
+    for name in PLOTS.values():
+        assert (run["path"] / name).read_bytes().startswith(b"\x89PNG")
+    assert not list(run["path"].glob(".*.tmp"))  # the atomic writes left nothing behind
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("results_before_stop", [1, 5, 12, 13, 21])
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(
+    uninterrupted, tmp_path, mode, results_before_stop
+):
+    config = make_config(mode)
+    stop = StopRequest()
+    with pytest.raises(RunStopped):
+        drive(config, tmp_path, stop_after(results_before_stop, stop), stop)
+    checkpoint = RunDirectory(tmp_path).load_checkpoint()
+    assert checkpoint["search"]["phase"] != "done"
+    assert len(RunDirectory(tmp_path).read_records()) == results_before_stop
+    drive(config, tmp_path)
+    assert outcome(tmp_path) == uninterrupted[mode]["outcome"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("results_before_crash", [3, 12, 17])
+def test_a_crashed_run_resumes_from_checkpoint_and_log_to_the_uninterrupted_result(
+    uninterrupted, tmp_path, mode, results_before_crash
+):
+    config = make_config(mode)
+    with pytest.raises(Crash):
+        drive(config, tmp_path, crash_after(results_before_crash))
+    assert len(RunDirectory(tmp_path).read_records()) == results_before_crash
+    drive(config, tmp_path)  # results found in the log are reused, not evaluated again
+    assert outcome(tmp_path) == uninterrupted[mode]["outcome"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_interrupted_evaluation_is_logged_as_such_and_run_again(uninterrupted, tmp_path, mode):
+    config = make_config(mode)
+    stop = StopRequest()
+    calls = []
+
+    def work(task: dict) -> dict:
+        calls.append(task["key"])
+        if len(calls) == 6:  # a second stop signal arrives during the sixth evaluation
+            stop.request("SIGTERM", 0.0)
+            raise RunInterrupted("SIGTERM (second stop signal)")
+        return toy_work(task)
+
+    with pytest.raises(RunStopped):
+        drive(config, tmp_path, work, stop)
+    records = RunDirectory(tmp_path).read_records()
+    assert [r["status"] for r in records][-1] == INTERRUPTED and len(records) == 6
+    assert records[-1]["key"] == calls[-1] and records[-1]["reason"] == "SIGTERM"
+    drive(config, tmp_path)
+    resumed = outcome(tmp_path)
+    expected = uninterrupted[mode]["outcome"]
+    # The interrupted record stays in the log, followed later by the evaluation's result.
+    assert resumed["records"][:5] == expected["records"][:5]
+    assert [r for r in resumed["records"] if r["status"] != INTERRUPTED] == expected["records"]
+    assert resumed["search"] == expected["search"]
+    assert resumed["summary"] == expected["summary"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_run_in_which_every_evaluation_fails_ends_without_a_winner(tmp_path, mode):
+    summary = drive(
+        make_config(mode), tmp_path, lambda task: FitnessResult.failed("toy", "oom").to_dict()
+    )
+    assert summary["best_hparams"] is None and summary["test_accuracy"] is None
+    assert summary["final_candidates"] == [] and summary["failures"] == {"oom": N_EVALUATIONS}
+
+
+def test_progress_lines_show_the_true_median_of_the_stage(tmp_path, caplog):
+    config = make_config("sync", search__population=6)
+
+    def never_failing(task: dict) -> dict:
+        if task["kind"] == "final":
+            return toy_work(task)
+        score = (task["seed"] % 10_007) / 10_007
+        return FitnessResult(score, OK, None, None, 3, 2, 0.0, 0.0, 10, 0, 0.0).to_dict()
+
+    with caplog.at_level(logging.INFO, logger="evores"):
+        drive(config, tmp_path, never_failing)
+    records = RunDirectory(tmp_path).read_records()
+    first_generation = sorted(r["val_accuracy"] for r in records[:6])
+    assert all(r["status"] == OK for r in records)
+    line = next(m for m in caplog.messages if m.startswith("stage 1/2"))
+    assert f"evals 6/{N_EVALUATIONS}" in line
+    assert f"best {max(first_generation):.3f}" in line
+    # Six scores: the mean of the middle two (report.median, as in the plots).
+    middle = (first_generation[2] + first_generation[3]) / 2
+    assert median(first_generation) == pytest.approx(middle)
+    assert f"median {middle:.3f}" in line
