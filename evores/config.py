@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,20 @@ DEFAULTS: dict[str, Any] = {
     "stop": {"grace_seconds": 60.0},
 }
 
+# The [slurm] section: what `python -m evores.slurm` turns into #SBATCH flags (evores.sbatch),
+# and what the walltime checks below hold the run's budgets against.
+SLURM_DEFAULTS: dict[str, Any] = {
+    "partition": "",  # "" = the cluster's default partition
+    "account": "",  # "" = the user's default account
+    "time": "01:00:00",  # walltime per allocation; a requeued job gets it again
+    "nodes": 1,
+    "gpus_per_node": 0,  # 0 = CPU only
+    "cpus_per_task": 1,
+    "workers_per_node": 0,  # evaluating ranks per node; 0 = one per GPU, or 2 without GPUs
+    "signal_seconds": 120,  # walltime warning (SIGUSR1) this long before the limit; 0 = none
+    "extra": [],  # more sbatch flags, "--flag=value" or "--flag"; they replace generated ones
+}
+
 STRATEGIES = ("ga", "random")
 
 
@@ -85,11 +101,9 @@ def _space_defaults() -> dict[str, Any]:
 
 def defaults() -> dict[str, Any]:
     """A fresh copy of every key with its default value."""
-    from evores import slurm
-
     config = copy.deepcopy(DEFAULTS)
     config[_SPACE_SECTION] = _space_defaults()
-    config["slurm"] = copy.deepcopy(slurm.DEFAULTS)
+    config["slurm"] = copy.deepcopy(SLURM_DEFAULTS)
     return config
 
 
@@ -206,9 +220,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _check_fitness(config["fitness"])
     if config["stop"]["grace_seconds"] < 0:
         raise ConfigError(f"stop.grace_seconds must be >= 0, got {config['stop']['grace_seconds']}")
-    from evores import slurm
-
-    config["slurm"] = slurm.settings(config["slurm"])
+    _check_slurm(config["slurm"])
     _check_walltime(config)
     from evores.space import SearchSpace
 
@@ -262,10 +274,8 @@ def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
 
 def _check_walltime(config: dict[str, Any]) -> None:
     """A job must fit at least one evaluation, and the stop's grace period must fit the warning."""
-    from evores import slurm
-
     section = config["slurm"]
-    limit = slurm.walltime_seconds(section["time"])
+    limit = walltime_seconds(section["time"])
     working = limit - section["signal_seconds"]
     budget = config["train"]["max_seconds"]
     if budget and working < budget:
@@ -281,6 +291,62 @@ def _check_walltime(config: dict[str, Any]) -> None:
             f"{section['signal_seconds']}: the job would be killed during the grace period; "
             "lower the grace or ask for the warning earlier"
         )
+
+
+def slurm_settings(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ``[slurm]`` section on its own (as the sbatch renderer gets it) with defaults filled
+    in and every value checked, as :func:`load` checks it in a whole config."""
+    config = {"slurm": copy.deepcopy(SLURM_DEFAULTS)}
+    _merge(config, {"slurm": dict(section or {})}, origin="[slurm]")
+    _check_slurm(config["slurm"])
+    return config["slurm"]
+
+
+def _check_slurm(slurm: dict[str, Any]) -> None:
+    """The ranges of the ``[slurm]`` values (their types are checked on merging)."""
+    for key in ("nodes", "cpus_per_task"):
+        if slurm[key] < 1:
+            raise ConfigError(f"slurm.{key} must be >= 1, got {slurm[key]}")
+    for key in ("gpus_per_node", "workers_per_node", "signal_seconds"):
+        if slurm[key] < 0:
+            raise ConfigError(f"slurm.{key} must be >= 0, got {slurm[key]}")
+    if slurm["gpus_per_node"] and slurm["workers_per_node"] > slurm["gpus_per_node"]:
+        raise ConfigError(
+            f"slurm.workers_per_node = {slurm['workers_per_node']} exceeds slurm.gpus_per_node = "
+            f"{slurm['gpus_per_node']}: each evaluating rank needs its own GPU; use at most that "
+            "many, or 0 for one per GPU"
+        )
+    limit = walltime_seconds(slurm["time"])
+    if slurm["signal_seconds"] >= limit:
+        raise ConfigError(
+            f"slurm.signal_seconds = {slurm['signal_seconds']} is not below slurm.time = "
+            f"{slurm['time']!r} ({limit} s); warn earlier than the walltime or give more time"
+        )
+    for flag in slurm["extra"]:
+        if not re.fullmatch(r"--[a-z][a-z0-9-]*(=.*)?", flag, flags=re.DOTALL):
+            raise ConfigError(
+                f"slurm.extra entry {flag!r} is not a long sbatch flag; write '--flag=value' "
+                "or '--flag', e.g. '--qos=high'"
+            )
+
+
+def walltime_seconds(text: str) -> int:
+    """SLURM's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) -> seconds."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if match:
+        days, first, second, third = (int(g) if g else 0 for g in match.groups())
+        if match[1]:  # D-H, D-H:M, D-H:M:S
+            seconds = ((days * 24 + first) * 60 + second) * 60 + third
+        elif match[4]:  # H:M:S
+            seconds = (first * 60 + second) * 60 + third
+        else:  # M, M:S
+            seconds = first * 60 + second
+        if seconds > 0:
+            return seconds
+    raise ConfigError(
+        f"slurm.time {text!r} is not a positive SLURM time; use e.g. '01:00:00' (H:M:S), "
+        "'90' (minutes) or '2-00:00:00' (days-H:M:S)"
+    )
 
 
 def _split_budget(total: int, stages: int) -> list[int]:

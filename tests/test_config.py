@@ -107,3 +107,51 @@ def test_job_settings_that_cannot_work_are_refused(overrides, fragment):
     with pytest.raises(ConfigError) as caught:
         configuration.load(overrides=overrides)
     assert fragment in str(caught.value)
+
+
+# --------------------------------------------------------------------------- [slurm]
+
+
+def test_slurm_settings_fill_in_defaults_and_keep_given_values():
+    assert configuration.slurm_settings(None) == configuration.SLURM_DEFAULTS
+    chosen = configuration.slurm_settings({"nodes": 2, "extra": ["--qos=high"]})
+    assert chosen == {**configuration.SLURM_DEFAULTS, "nodes": 2, "extra": ["--qos=high"]}
+    assert configuration.SLURM_DEFAULTS["extra"] == []  # the defaults are not shared
+
+
+@pytest.mark.parametrize(
+    "section, words",
+    [
+        ({"node": 2}, "unknown key 'slurm.node'"),
+        ({"nodes": "2"}, "slurm.nodes must be int"),
+        ({"nodes": True}, "slurm.nodes must be int"),
+        ({"nodes": 0}, "slurm.nodes must be >= 1"),
+        ({"gpus_per_node": -1}, "slurm.gpus_per_node must be >= 0"),
+        ({"time": "1h"}, "slurm.time '1h'"),
+        ({"time": "00:01:00", "signal_seconds": 60}, "slurm.signal_seconds = 60"),
+        ({"extra": ["-p gpu"]}, "slurm.extra entry '-p gpu'"),
+        ({"extra": "--qos=high"}, "slurm.extra must be a list of strings"),
+        ({"gpus_per_node": 2, "workers_per_node": 3}, "slurm.workers_per_node = 3 exceeds"),
+    ],
+)
+def test_bad_slurm_settings_are_one_line_alone_and_in_a_config(section, words):
+    with pytest.raises(ConfigError) as caught:
+        configuration.slurm_settings(section)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    overrides = [f"slurm.{key}={configuration.to_toml_value(v)}" for key, v in section.items()]
+    with pytest.raises(ConfigError, match=words.replace("'", ".")):
+        configuration.load(overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90", 5400), ("1:30", 90), ("01:00:00", 3600), ("2-0", 172800), ("1-0:0:1", 86401)],
+)
+def test_walltime_formats(text, seconds):
+    assert configuration.walltime_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "00:00:00", "1h", "1:2:3:4", ""])
+def test_walltime_that_is_not_a_positive_slurm_time(text):
+    with pytest.raises(ConfigError, match="not a positive SLURM time"):
+        configuration.walltime_seconds(text)

@@ -1,4 +1,5 @@
-"""evores.slurm: job environment, GPU binding, sbatch rendering; the batch scripts on real SLURM.
+"""evores.slurm (job environment, GPU binding) and evores.sbatch (the batch scripts, rendered and
+stored); the batch scripts on real SLURM.
 
 The `slurm`-marked tests bring up a single-node cluster (tests/slurm_cluster.py) and skip when
 SLURM is not installed (.ci/install-slurm installs it). Regenerate the stored expected script
@@ -7,8 +8,10 @@ only deliberately: ``python tests/test_slurm.py --regenerate``.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -17,7 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_same_result
 
-from evores import slurm
+from evores import config as configuration
+from evores import sbatch, slurm
 from evores.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +47,7 @@ EXPECTED_CONFIG = {
 
 
 def render_expected() -> str:
-    return slurm.render_sbatch(
+    return sbatch.render_sbatch(
         EXPECTED_CONFIG, config_path="/data/my run.toml", run_dir="runs/exp 1"
     )
 
@@ -73,6 +77,14 @@ def test_environment_outside_slurm():
     assert (env.procid, env.ntasks, env.local_id, env.local_tasks, env.restart_count) == (
         0, 1, 0, 1, 0
     )  # fmt: skip
+
+
+def test_job_id_alone_under_either_name():
+    assert slurm.job_id({"SLURM_JOB_ID": "42", "SLURM_PROCID": "x"}) == 42
+    assert slurm.job_id({"SLURM_JOBID": "9"}) == 9
+    assert slurm.job_id({"PATH": "/bin"}) is None
+    with pytest.raises(ConfigError, match="SLURM_JOB_ID='4 2'"):
+        slurm.job_id({"SLURM_JOB_ID": "4 2"})
 
 
 def test_tasks_per_node_repeat_syntax():
@@ -153,41 +165,7 @@ def test_more_ranks_than_gpus_is_an_error_not_a_modulo():
         slurm.local_gpu_index(task(3, 4, 0, 3, "4", CUDA_VISIBLE_DEVICES="0,1"))
 
 
-# --------------------------------------------------------------------------- settings, render
-
-
-def test_settings_defaults_and_checks():
-    assert slurm.settings(None) == slurm.DEFAULTS
-    assert slurm.settings({"nodes": 2})["nodes"] == 2
-
-
-@pytest.mark.parametrize(
-    "section, words",
-    [
-        ({"node": 2}, "unknown key slurm.node"),
-        ({"nodes": "2"}, "slurm.nodes must be int"),
-        ({"nodes": True}, "slurm.nodes must be int"),
-        ({"nodes": 0}, "slurm.nodes must be >= 1"),
-        ({"gpus_per_node": -1}, "slurm.gpus_per_node must be >= 0"),
-        ({"time": "1h"}, "slurm.time '1h'"),
-        ({"time": "00:01:00", "signal_seconds": 60}, "slurm.signal_seconds = 60"),
-        ({"extra": ["-p gpu"]}, "slurm.extra entry '-p gpu'"),
-        ({"extra": "--qos=high"}, "slurm.extra must be a list of strings"),
-        ({"gpus_per_node": 2, "workers_per_node": 3}, "slurm.workers_per_node = 3 exceeds"),
-    ],
-)
-def test_bad_settings(section, words):
-    with pytest.raises(ConfigError) as caught:
-        slurm.settings(section)
-    assert words in str(caught.value) and "\n" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    "text, seconds",
-    [("90", 5400), ("1:30", 90), ("01:00:00", 3600), ("2-0", 172800), ("1-0:0:1", 86401)],
-)
-def test_walltime_formats(text, seconds):
-    assert slurm.walltime_seconds(text) == seconds
+# --------------------------------------------------------------------------- rendering
 
 
 def test_render_matches_the_stored_script():
@@ -195,7 +173,7 @@ def test_render_matches_the_stored_script():
 
 
 def test_render_multinode_places_the_driver_slot_per_node():
-    script = slurm.render_sbatch(
+    script = sbatch.render_sbatch(
         {"slurm": {"nodes": 3, "gpus_per_node": 2}}, config_path="c.toml", run_dir=None
     )
     assert "#SBATCH --nodes=3\n" in script and "#SBATCH --ntasks-per-node=3\n" in script
@@ -203,23 +181,23 @@ def test_render_multinode_places_the_driver_slot_per_node():
 
 
 def test_extra_flags_replace_generated_ones():
-    script = slurm.render_sbatch(
+    script = sbatch.render_sbatch(
         {"slurm": {"extra": ["--output=logs/%j.txt"]}}, config_path="c.toml", run_dir="r"
     )
     assert "#SBATCH --output=logs/%j.txt\n" in script and "evores-%j.out" not in script
 
 
 def test_body_requeues_on_the_drivers_exit_code():
-    assert f"checkpointed={slurm.EXIT_CHECKPOINTED} " in slurm.script_body()
+    assert f"checkpointed={slurm.EXIT_CHECKPOINTED} " in sbatch.script_body()
 
 
 @pytest.mark.parametrize("mode", sorted(SCRIPTS))
 def test_script_files_share_the_body(mode):
     text = (ROOT / "slurm" / SCRIPTS[mode]).read_text()
-    marker = slurm.script_body(mode).splitlines()[0]
+    marker = sbatch.script_body(mode).splitlines()[0]
     assert marker in text, f"slurm/{SCRIPTS[mode]} lost the body marker line"
-    assert text[text.index(marker) :] == slurm.script_body(mode), (
-        f"slurm/{SCRIPTS[mode]} differs from evores.slurm.script_body({mode!r}): copy it over"
+    assert text[text.index(marker) :] == sbatch.script_body(mode), (
+        f"slurm/{SCRIPTS[mode]} differs from evores.sbatch.script_body({mode!r}): copy it over"
     )
 
 
@@ -262,28 +240,62 @@ def test_cli_bad_config_is_exit_2_one_line(tmp_path, text, words):
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_cli_prints_the_stored_script_for_its_config(tmp_path):
+    """`python -m evores.slurm`, now rendered by evores.sbatch, writes what it always wrote."""
+    config = tmp_path / "my run.toml"
+    lines = ["[slurm]"] + [
+        f"{key} = {configuration.to_toml_value(value)}"
+        for key, value in EXPECTED_CONFIG["slurm"].items()
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    result = run_cli("--config", str(config), "--out", "runs/exp 1")
+    assert result.returncode == 0, result.stderr
+    expected = EXPECTED.read_text().replace(
+        "set -- '/data/my run.toml' ", f"set -- {shlex.quote(str(config.resolve()))} "
+    )
+    assert result.stdout == expected
+
+
+def imported_modules(statement: str) -> set[str]:
+    """The evores modules a fresh interpreter has loaded after ``statement``."""
+    loaded = "sorted(m for m in sys.modules if m.split('.')[0] == 'evores')"
+    probe = f"import sys; {statement}; print({loaded})"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return set(ast.literal_eval(result.stdout))
+
+
+def test_slurm_config_and_sbatch_import_without_a_cycle():
+    assert imported_modules("import evores.slurm") == {"evores", "evores.errors", "evores.slurm"}
+    assert not {"evores.slurm", "evores.sbatch"} & imported_modules("import evores.config")
+    assert "evores.slurm" not in imported_modules("import evores.sbatch")
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [("config", {"slurm", "sbatch"}), ("slurm", {"config"}), ("sbatch", {"slurm"})],
+)
+def test_no_import_between_config_and_slurm_not_even_inside_a_function(module, forbidden):
+    tree = ast.parse((ROOT / "evores" / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "evores":
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("evores."):
+            names.add(node.module.removeprefix("evores."))
+        elif isinstance(node, ast.Import):
+            names |= {a.name.removeprefix("evores.") for a in node.names}
+    assert not names & forbidden, f"evores/{module}.py imports {sorted(names & forbidden)}"
+
+
 def fake_command(directory: Path, name: str, body: str) -> Path:
     path = directory / name
     path.write_text("#!/bin/bash\n" + body)
     path.chmod(0o755)
     return path
-
-
-def test_requeue_runs_scontrol(tmp_path, monkeypatch):
-    log = tmp_path / "calls"
-    fake_command(tmp_path, "scontrol", f'echo "$@" > {log}\n')
-    monkeypatch.setenv("PATH", str(tmp_path))
-    slurm.requeue(17)
-    assert log.read_text() == "requeue 17\n"
-
-
-def test_requeue_reports_failure_and_missing_scontrol(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(slurm.SlurmError, match="scontrol is not on PATH"):
-        slurm.requeue(17)
-    fake_command(tmp_path, "scontrol", 'echo "Requested operation is disabled" >&2; exit 1\n')
-    with pytest.raises(slurm.SlurmError, match="Requested operation is disabled"):
-        slurm.requeue(17)
 
 
 # --------------------------------------------------------------------------- real SLURM
