@@ -18,7 +18,8 @@ JPEGs are decoded with ``Image.draft`` (DCT scaling) to no less than twice the s
 for a resolution, so the chosen filter still does the last >= 2x reduction; the draft scale
 depends only on the image and that resolution, so the pixels at 32 px do not depend on which
 other resolutions share the file. ``nearest`` skips draft (its aliasing is the point).
-The file is written under a temporary name and renamed, so readers never see a partial file.
+The file is written under a temporary name and renamed (evores.atomic), so readers never see a
+partial file.
 It is reused while the source fingerprint and parameters match and rebuilt (with the union
 of old and new resolutions) otherwise.
 
@@ -39,7 +40,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -50,6 +50,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageOps
 
+from evores.atomic import atomic_path
 from evores.errors import ConfigError, DataError
 from evores.seeding import derive_rng
 from evores.sources import DECODE_ERRORS, Item, ScanReport, Source, open_source, to_rgb
@@ -390,23 +391,15 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
     )
     _check_split_classes([it.label for it in items], splits, source.class_names, where)
     order = [i for s in ("train", "val", "test") for i, sp in enumerate(splits) if sp == s]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            rows = _write_images(f, source, items, order, resolutions, params, scan, progress)
-            kept = [(items[i], splits[i]) for i in rows]
-            _check_split_classes(
-                [it.label for it, _ in kept], [s for _, s in kept], source.class_names, where
-            )
-            _write_index(f, kept)
-            report = _report(source, items, kept, scan, n_dropped, upscaled, started)
-            _write_attrs(f, source, params, fingerprint, resolutions, report)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
+        rows = _write_images(f, source, items, order, resolutions, params, scan, progress)
+        kept = [(items[i], splits[i]) for i in rows]
+        _check_split_classes(
+            [it.label for it, _ in kept], [s for _, s in kept], source.class_names, where
+        )
+        _write_index(f, kept)
+        report = _report(source, items, kept, scan, n_dropped, upscaled, started)
+        _write_attrs(f, source, params, fingerprint, resolutions, report)
     logger.info("built cache %s (%d images) in %.1f s", path, len(kept), report["build_seconds"])
 
 
@@ -503,8 +496,3 @@ def _write_attrs(f, source, params, fingerprint, resolutions, report) -> None:
     f.attrs["class_names"] = json.dumps(source.class_names)
     f.attrs["resolutions"] = json.dumps(list(resolutions))
     f.attrs["report"] = json.dumps(report)
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())

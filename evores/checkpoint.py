@@ -1,7 +1,7 @@
 """The run directory on disk: resolved config, evaluation log, checkpoints, summary.
 
-Everything is plain text data. Whole files are replaced atomically (temporary file in the same
-directory, fsync, rename), so a crash leaves either the old or the new file, never half of one.
+Everything is plain text data. Whole files are replaced atomically (evores.atomic: a temporary
+file in the same directory, fsync, rename), so a crash leaves the old or the new file, never half.
 The evaluation log is append-only JSON lines: a crash can at worst truncate its last line,
 which reading skips. The previous checkpoint is kept beside the current one, so a damaged
 checkpoint falls back to the generation before it.
@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from evores.errors import CheckpointError
+from evores.atomic import write_json, write_text
+from evores.errors import CheckpointError, ConfigError
+from evores.slurm import job_id
 
 log = logging.getLogger("evores.checkpoint")
 
@@ -29,25 +30,6 @@ CHECKPOINT = "checkpoint.json"
 PREVIOUS = "checkpoint.prev.json"
 SUMMARY = "summary.json"
 LOCK = "lock.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, nothing between."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 class RunDirectory:
@@ -67,7 +49,7 @@ class RunDirectory:
 
     def create(self, config_text: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.file(CONFIG), config_text)
+        write_text(self.file(CONFIG), config_text)
 
     def append_record(self, record: dict[str, Any]) -> None:
         """Append one evaluation. Written through to the OS at once, so it survives the process
@@ -102,7 +84,7 @@ class RunDirectory:
     @staticmethod
     def _drop_torn_tail(path: Path, good_lines: list[str]) -> None:
         # So the next append starts on a fresh line instead of gluing onto the torn one.
-        atomic_write_text(path, "".join(line + "\n" for line in good_lines))
+        write_text(path, "".join(line + "\n" for line in good_lines))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         self._sync_log()
@@ -110,16 +92,13 @@ class RunDirectory:
         text = json.dumps({"format": FORMAT, "state": state}, allow_nan=False)
         if current.exists():
             os.replace(current, self.file(PREVIOUS))
-        atomic_write_text(current, text)
+        write_text(current, text)
 
     def _sync_log(self) -> None:
         path = self.file(EVALUATIONS)
         if path.exists():
-            descriptor = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            with path.open("rb") as stream:
+                os.fsync(stream.fileno())
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The newest readable checkpoint's state, or None when the run has none yet."""
@@ -188,11 +167,18 @@ class RunDirectory:
 
 
 def _holder() -> dict[str, Any]:
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "job": os.environ.get("SLURM_JOB_ID", ""),
-    }
+    """This process as a lock names it: host, pid and SLURM job id ("" outside a job)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job": _job()}
+
+
+def _job() -> str:
+    try:
+        job = job_id()
+    except ConfigError:
+        # A broken SLURM_JOB_ID was refused at start-up; a lock taken anyway (a test, a tool)
+        # then names no job, and so is only taken over when its pid is dead.
+        return ""
+    return "" if job is None else str(job)
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:

@@ -220,12 +220,3 @@ def tournament(
         aspirants = sorted(int(i) for i in rng.choice(len(values), size=size, replace=False))
         winners.append(max(aspirants, key=lambda i: values[i]))  # max keeps the first (lowest)
     return winners
-
-
-def best_indices(fitnesses: Sequence[float], k: int) -> list[int]:
-    """The indices of the ``k`` fittest (all of them if fewer), best first; ties go to the
-    lower index and NaN ranks lowest, so elites are reproducible."""
-    if k < 0:
-        raise ConfigError(f"best_indices needs k >= 0, got k={k}")
-    values = _clean(fitnesses)
-    return sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]

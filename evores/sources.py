@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from evores import synthetic
 from evores.errors import DataError
@@ -113,12 +113,6 @@ class Source:
     def open(self, item: Item) -> Image.Image:
         """The image of ``item``, opened lazily where possible (so JPEG draft mode works)."""
         raise NotImplementedError
-
-    def stream(self) -> Iterator[tuple[int, Image.Image, str]]:
-        """Yield (label, RGB image, content key), one image in memory at a time."""
-        for item in self.scan(ScanReport()):
-            with self.open(item) as image:
-                yield item.label, to_rgb(ImageOps.exif_transpose(image)), item.key
 
 
 def _sorted_files(folder: Path) -> list[Path]:

@@ -1,17 +1,91 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 
-from evores.checkpoint import CHECKPOINT, EVALUATIONS, PREVIOUS, RunDirectory, atomic_write_text
+from evores.checkpoint import (
+    CHECKPOINT,
+    CONFIG,
+    EVALUATIONS,
+    LOCK,
+    PREVIOUS,
+    SUMMARY,
+    RunDirectory,
+)
 from evores.errors import CheckpointError
 
 
-def test_atomic_write_leaves_no_temporary_files(tmp_path):
-    target = tmp_path / "a.txt"
-    atomic_write_text(target, "one")
-    atomic_write_text(target, "two")
-    assert target.read_text() == "two"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+def test_whole_files_are_replaced_without_leaving_temporary_files(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    run.create("seed = 1\n")
+    run.save_checkpoint({"generation": 1})
+    run.save_checkpoint({"generation": 2})
+    run.write_summary({"best": 0.5})
+    names = sorted(p.name for p in run.path.iterdir())
+    assert names == sorted([CONFIG, CHECKPOINT, PREVIOUS, SUMMARY])
+    assert json.loads(run.file(PREVIOUS).read_text())["state"] == {"generation": 1}
+    assert json.loads(run.file(SUMMARY).read_text()) == {"best": 0.5}
+
+
+def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
+    run = RunDirectory(tmp_path)
+    run.save_checkpoint({"generation": 1})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        run.save_checkpoint({"generation": 2})
+    monkeypatch.undo()
+    assert run.load_checkpoint() == {"generation": 1}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_log_is_on_disk_before_the_checkpoint_that_counts_it(tmp_path, monkeypatch):
+    run = RunDirectory(tmp_path)
+    run.append_record({"key": [0, 0, 0]})
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(descriptor):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{descriptor}")).name))
+        fsync(descriptor)
+
+    def recording_replace(source, target):
+        events.append(("replace", Path(target).name))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    run.save_checkpoint({"generation": 1})
+    assert events[0] == ("fsync", EVALUATIONS)
+    assert events[-1] == ("replace", CHECKPOINT)
+
+
+@pytest.mark.parametrize(
+    "env, job",
+    [
+        ({"SLURM_JOB_ID": "42"}, "42"),
+        ({"SLURM_JOBID": "7"}, "7"),
+        ({}, ""),
+        ({"SLURM_JOB_ID": "x"}, ""),
+    ],
+)
+def test_the_lock_names_the_slurm_job_and_a_broken_id_does_not_stop_it(
+    tmp_path, monkeypatch, env, job
+):
+    for name in ("SLURM_JOB_ID", "SLURM_JOBID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run = RunDirectory(tmp_path)
+    run.lock()
+    holder = json.loads(run.file(LOCK).read_text())
+    assert holder["job"] == job and holder["pid"] == os.getpid()
+    run.unlock()
+    assert not run.file(LOCK).exists()
 
 
 def test_records_append_and_a_torn_last_line_is_skipped(tmp_path):

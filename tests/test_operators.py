@@ -1,4 +1,4 @@
-"""Tests for evores.operators: crossover, mutate, tournament, best_indices."""
+"""Tests for evores.operators: crossover, mutate, tournament."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from strategies import seeds, spaces
 
 from evores.errors import ConfigError
-from evores.operators import best_indices, crossover, mutate, tournament
+from evores.operators import crossover, mutate, tournament
 from evores.space import Categorical, Integer, LogFloat, SearchSpace
 
 
@@ -239,16 +239,6 @@ def test_tournament_rejects(fits: list, n: int, size: int) -> None:
         tournament(fits, n, size, rng())
 
 
-def test_best_indices() -> None:
-    fits = [0.5, float("nan"), 0.9, 0.9, 0.1]
-    assert best_indices(fits, 3) == [2, 3, 0]
-    assert best_indices(fits, 10) == [2, 3, 0, 4, 1]
-    assert best_indices(fits, 0) == []
-    assert best_indices(np.array([1.0, 1.0, 2.0]), 2) == [2, 0]
-    with pytest.raises(ConfigError):
-        best_indices(fits, -1)
-
-
 # ---- global state ---------------------------------------------------------------------------
 
 
@@ -261,7 +251,6 @@ def test_operators_leave_global_random_state_alone() -> None:
     crossover(a, b, space, g)
     mutate(a, space, g, gene_prob=1.0)
     tournament([1.0, 2.0, 3.0], 5, 2, g)
-    best_indices([1.0, 2.0], 1)
     assert random.getstate() == py_state
     after = np.random.get_state()
     assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1])

@@ -61,13 +61,9 @@ def test_folder_scan_converts_every_mode_and_skips_the_corrupt_file(tmp_path):
     assert sum(report.skipped.values()) == 1 and report.examples[0][0] == "dogs/broken.jpg"
     assert report.n_ignored == 1  # notes.txt; hidden files are not even counted
     assert items[-1].size == (80, 20)
-    streamed = list(source.stream())
-    assert all(image.mode == "RGB" for _, image, _ in streamed)
-    alpha = next(
-        image
-        for (_, image, _), it in zip(streamed, items, strict=True)
-        if it.name.endswith("alpha.png")
-    )
+    opened = {it.name: to_rgb(source.open(it)) for it in items}
+    assert all(image.mode == "RGB" for image in opened.values())
+    alpha = next(image for name, image in opened.items() if name.endswith("alpha.png"))
     assert np.asarray(alpha).max() == 0
 
 
@@ -167,7 +163,7 @@ def test_hdf5_grayscale_with_renumbered_labels(tmp_path):
     assert isinstance(source, HDF5Source) and source.class_names == ["3", "7"]
     items = source.scan(ScanReport())
     assert [it.label for it in items] == [0, 1, 0, 1, 0, 1] and items[0].size == (10, 12)
-    label, image, key = next(source.stream())
+    image = to_rgb(source.open(items[0]))
     assert image.mode == "RGB" and np.array_equal(np.asarray(image)[..., 1], images[0])
 
 
