@@ -125,20 +125,18 @@ def deprecations(caplog) -> list[str]:
 
 def test_the_space_section_uses_the_genomes_names():
     space = configuration.load()["space"]
-    assert list(space) == [
-        "learning_rate", "conv_layers", "conv_filters", "conv_kernels", "fc_layers", "fc_units",
-        "batch_size", "l1", "l1_allow_zero", "l2", "l2_allow_zero",
-    ]  # fmt: skip
+    genes = "learning_rate conv_layers conv_filters conv_kernels fc_layers fc_units batch_size"
+    assert list(space) == [*genes.split(), "l1", "l1_allow_zero", "l2", "l2_allow_zero"]
+
+
+RENAMED = {"filters": "conv_filters", "kernel": "conv_kernels", "units": "fc_units"}
 
 
 @pytest.mark.parametrize(
-    "earlier, name, value",
-    [("filters", "conv_filters", [8, 256]), ("kernel", "conv_kernels", [3, 5, 7]),
-     ("units", "fc_units", [32, 512])],
-)  # fmt: skip
-def test_an_earlier_space_name_in_set_is_read_with_one_line_of_deprecation(
-    caplog, earlier, name, value
-):
+    "earlier, value", [("filters", [8, 256]), ("kernel", [3, 5, 7]), ("units", [32, 512])]
+)
+def test_an_earlier_space_name_in_set_is_read_with_one_line_of_deprecation(caplog, earlier, value):
+    name = RENAMED[earlier]
     config = configuration.load(overrides=[f"space.{earlier}={value}"])
     assert config["space"][name] == value and earlier not in config["space"]
     assert deprecations(caplog) == [
@@ -175,8 +173,7 @@ def test_a_run_directorys_config_under_the_earlier_names_resolves_as_before(tmp_
     stored = tomllib.loads(LEGACY_CONFIG.read_text())["space"]
     config = configuration.load(LEGACY_CONFIG)
     assert len(deprecations(caplog)) == 3
-    for earlier, name in (("filters", "conv_filters"), ("kernel", "conv_kernels"),
-                          ("units", "fc_units")):  # fmt: skip
+    for earlier, name in RENAMED.items():
         assert config["space"][name] == stored[earlier]
     rewritten = tmp_path / "config.toml"
     rewritten.write_text(configuration.to_toml(config))
@@ -230,3 +227,18 @@ def test_walltime_formats(text, seconds):
 def test_walltime_that_is_not_a_positive_slurm_time(text):
     with pytest.raises(ConfigError, match="not a positive SLURM time"):
         configuration.walltime_seconds(text)
+
+
+def test_the_readme_documents_every_space_key_with_its_default():
+    from evores.space import SearchSpace
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    defaults = SearchSpace().to_dict()
+    assert tomllib.loads(block)["space"] == defaults
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    table = {}
+    for key, _, default, _ in rows:
+        table[key.strip(" `")] = tomllib.loads(f"value = {default.strip(' `')}")["value"]
+    assert table == defaults
