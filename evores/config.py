@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import re
 import tomllib
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from evores.errors import ConfigError
+
+log = logging.getLogger("evores")
 
 EMBEDDED = "embedded"
 
@@ -28,7 +31,12 @@ DEFAULT_SCHEDULE = {"resolutions": [32, 64, 128], "evaluations": [750, 500, 250]
 # ... and its search ranges are cut to networks that train in seconds on a CPU (measured: the
 # default run takes about 8 minutes on 2 cores; with the full ranges below, over 50). Only the
 # ranges a user leaves unset are cut.
-EMBEDDED_SPACE = {"conv_layers": [1, 4], "filters": [8, 64], "kernel": [3, 5], "units": [16, 256]}
+EMBEDDED_SPACE = {
+    "conv_layers": [1, 4],
+    "conv_filters": [8, 64],
+    "conv_kernels": [3, 5],
+    "fc_units": [16, 256],
+}
 
 # Built from the SearchSpace defaults on first use (space.py owns the gene declarations).
 _SPACE_SECTION = "space"
@@ -108,18 +116,25 @@ def defaults() -> dict[str, Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read ``path`` (TOML), apply ``section.key=value`` overrides, validate and resolve."""
+    """Read ``path`` (TOML), apply ``section.key=value`` overrides, validate and resolve.
+
+    Deprecated names are logged once the config has resolved, so a refused config is still
+    one line.
+    """
     config = defaults()
+    updates = [] if path is None else [(read_toml(path), str(path))]
+    updates += [(parse_override(item), f"--set {item}") for item in overrides or []]
     given: set[str] = set()
-    if path is not None:
-        given |= _merge(config, read_toml(path), origin=str(path))
-    for item in overrides or []:
-        given |= _merge(config, parse_override(item), origin=f"--set {item}")
+    for update, origin in updates:
+        given |= _merge(config, update, origin)
     if config["data"]["path"] == EMBEDDED:
         for key, value in EMBEDDED_SPACE.items():
             if f"{_SPACE_SECTION}.{key}" not in given:
                 config[_SPACE_SECTION][key] = list(value)
-    return resolve(config)
+    resolved = resolve(config)
+    for update, origin in updates:
+        _warn_deprecated(update, origin)
+    return resolved
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -168,6 +183,10 @@ def _merge(config: dict[str, Any], update: dict[str, Any], origin: str) -> set[s
                     f"{origin}: [{key}] is a section, got the value {value!r}; "
                     f"set its keys, e.g. {key}.{next(iter(config[key]))} = ..."
                 )
+            if key == _SPACE_SECTION:
+                from evores.space import current_names
+
+                value = current_names(value, where=f"{origin}: [{_SPACE_SECTION}]")
             for sub, subvalue in value.items():
                 if sub not in config[key]:
                     _unknown(f"{key}.{sub}", config[key], origin)
@@ -177,6 +196,16 @@ def _merge(config: dict[str, Any], update: dict[str, Any], origin: str) -> set[s
             config[key] = _checked_type(key, config[key], value)
             given.add(key)
     return given
+
+
+def _warn_deprecated(update: dict[str, Any], origin: str) -> None:
+    """One line per earlier gene name that ``update`` used in ``[space]`` (read as the new)."""
+    from evores.space import DEPRECATED_NAMES
+
+    section = update.get(_SPACE_SECTION)
+    for earlier, name in DEPRECATED_NAMES.items():
+        if isinstance(section, dict) and earlier in section:
+            log.warning("%s: space.%s is deprecated; use space.%s", origin, earlier, name)
 
 
 def _unknown(name: str, scope: dict[str, Any], origin: str) -> None:

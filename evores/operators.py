@@ -101,9 +101,9 @@ def mutate(
             h["learning_rate"], space.learning_rate, sigma, rng
         )
     out["conv_filters"], out["conv_kernels"] = _mutate_conv(h, space, sigma, rng, hit)
-    units = [_mutate_log_int(v, space.units, sigma, rng) if hit() else v for v in h["fc_units"]]
+    units = [_mutate_log_int(v, space.fc_units, sigma, rng) if hit() else v for v in h["fc_units"]]
     out["fc_units"] = _mutate_depth(
-        units, space.fc_layers, hit(), rng, lambda: space.units.sample(rng)
+        units, space.fc_layers, hit(), rng, lambda: space.fc_units.sample(rng)
     )
     if hit():
         out["batch_size"] = _mutate_choice(h["batch_size"], space.batch_size, rng)
@@ -122,15 +122,18 @@ def _mutate_conv(
 ) -> tuple[list[int], list[int]]:
     """Each layer's filters and kernel, then the conv depth."""
     filters = [
-        _mutate_log_int(v, space.filters, sigma, rng) if hit() else v for v in h["conv_filters"]
+        _mutate_log_int(v, space.conv_filters, sigma, rng) if hit() else v
+        for v in h["conv_filters"]
     ]
-    kernels = [_mutate_choice(v, space.kernel, rng) if hit() else v for v in h["conv_kernels"]]
+    kernels = [
+        _mutate_choice(v, space.conv_kernels, rng) if hit() else v for v in h["conv_kernels"]
+    ]
     blocks = _mutate_depth(
         list(zip(filters, kernels, strict=True)),
         space.conv_layers,
         hit(),
         rng,
-        lambda: (space.filters.sample(rng), space.kernel.sample(rng)),
+        lambda: (space.conv_filters.sample(rng), space.conv_kernels.sample(rng)),
     )
     return _split_blocks(blocks)
 

@@ -34,7 +34,12 @@ HPARAM_KEYS = (
     "l2",
 )
 FLAT_SCALAR_KEYS = ("learning_rate", "conv_layers", "fc_layers", "batch_size", "l1", "l2")
-_LAYER_KEY = re.compile(r"^(conv_filters|conv_kernel|fc_units)_(0|[1-9][0-9]*)$")
+# conv_kernel_i is the flat name of conv_kernels[i] before the genes had one vocabulary.
+_LAYER_KEY = re.compile(r"^(conv_filters|conv_kernels|conv_kernel|fc_units)_(0|[1-9][0-9]*)$")
+
+# The earlier names of the layer genes in the plain form ([space] and a checkpoint's space),
+# before they took the genome's names. from_dict reads them; config.load also says so.
+DEPRECATED_NAMES = {"filters": "conv_filters", "kernel": "conv_kernels", "units": "fc_units"}
 
 
 def _is_int(value: Any) -> bool:
@@ -204,10 +209,10 @@ class SearchSpace:
 
     learning_rate: LogFloat = LogFloat(1e-4, 1.0)
     conv_layers: Integer = Integer(1, 6)
-    filters: Integer = Integer(8, 256, log=True)
-    kernel: Categorical = Categorical((3, 5, 7))
+    conv_filters: Integer = Integer(8, 256, log=True)
+    conv_kernels: Categorical = Categorical((3, 5, 7))
     fc_layers: Integer = Integer(1, 3)
-    units: Integer = Integer(16, 1024, log=True)
+    fc_units: Integer = Integer(16, 1024, log=True)
     batch_size: Categorical = Categorical((16, 32, 64, 128, 256, 512))
     l1: LogFloat = LogFloat(1e-7, 1e-2, allow_zero=True)
     l2: LogFloat = LogFloat(1e-7, 1e-2, allow_zero=True)
@@ -224,9 +229,9 @@ class SearchSpace:
             raise ConfigError("search space 'learning_rate' allows 0; set allow_zero=False")
         for name, log in (("conv_layers", False), ("fc_layers", False)):
             self._check_integer(name, log=log, min_low=1)
-        for name in ("filters", "units"):
+        for name in ("conv_filters", "fc_units"):
             self._check_integer(name, log=True, min_low=1)
-        for name in ("kernel", "batch_size"):
+        for name in ("conv_kernels", "batch_size"):
             choices = getattr(self, name).choices
             if not all(_is_int(c) and c > 0 for c in choices):
                 raise ConfigError(
@@ -263,9 +268,14 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> SearchSpace:
-        """Build from the plain form; missing genes keep their defaults."""
+        """Build from the plain form; missing genes keep their defaults.
+
+        The deprecated names (:data:`DEPRECATED_NAMES`) are read as their genes, silently: the
+        checkpoints of earlier runs store them.
+        """
         if not isinstance(d, Mapping):
             raise ConfigError(f"search space must be a mapping of gene -> bounds, got {d!r}")
+        d = current_names(d, where="search space")
         valid = list(cls().to_dict())
         unknown = [k for k in d if k not in valid]
         if unknown:
@@ -305,9 +315,9 @@ class SearchSpace:
             "learning_rate": _check_value(
                 "learning_rate", hparams["learning_rate"], self.learning_rate
             ),
-            "conv_filters": _check_layers("conv_filters", filters, self.filters),
-            "conv_kernels": _check_layers("conv_kernels", kernels, self.kernel),
-            "fc_units": _check_layers("fc_units", units, self.units),
+            "conv_filters": _check_layers("conv_filters", filters, self.conv_filters),
+            "conv_kernels": _check_layers("conv_kernels", kernels, self.conv_kernels),
+            "fc_units": _check_layers("fc_units", units, self.fc_units),
             "batch_size": _check_value("batch_size", hparams["batch_size"], self.batch_size),
             "l1": _check_value("l1", hparams["l1"], self.l1),
             "l2": _check_value("l2", hparams["l2"], self.l2),
@@ -319,22 +329,22 @@ class SearchSpace:
         n_fc = self.fc_layers.sample(rng)
         return {
             "learning_rate": self.learning_rate.sample(rng),
-            "conv_filters": [self.filters.sample(rng) for _ in range(n_conv)],
-            "conv_kernels": [self.kernel.sample(rng) for _ in range(n_conv)],
-            "fc_units": [self.units.sample(rng) for _ in range(n_fc)],
+            "conv_filters": [self.conv_filters.sample(rng) for _ in range(n_conv)],
+            "conv_kernels": [self.conv_kernels.sample(rng) for _ in range(n_conv)],
+            "fc_units": [self.fc_units.sample(rng) for _ in range(n_fc)],
             "batch_size": self.batch_size.sample(rng),
             "l1": self.l1.sample(rng),
             "l2": self.l2.sample(rng),
         }
 
     def encode(self, hparams: Mapping) -> dict:
-        """The flat form: learning_rate, conv_layers, conv_filters_i, conv_kernel_i, fc_layers,
+        """The flat form: learning_rate, conv_layers, conv_filters_i, conv_kernels_i, fc_layers,
         fc_units_i, batch_size, l1, l2 (one scalar per key, as Optuna suggests them)."""
         h = self.validate(hparams)
         flat: dict[str, Any] = {"learning_rate": h["learning_rate"]}
         flat["conv_layers"] = len(h["conv_filters"])
         flat.update({f"conv_filters_{i}": v for i, v in enumerate(h["conv_filters"])})
-        flat.update({f"conv_kernel_{i}": v for i, v in enumerate(h["conv_kernels"])})
+        flat.update({f"conv_kernels_{i}": v for i, v in enumerate(h["conv_kernels"])})
         flat["fc_layers"] = len(h["fc_units"])
         flat.update({f"fc_units_{i}": v for i, v in enumerate(h["fc_units"])})
         flat.update(batch_size=h["batch_size"], l1=h["l1"], l2=h["l2"])
@@ -343,10 +353,11 @@ class SearchSpace:
     def decode(self, flat: Mapping) -> dict:
         """The validated canonical genome for a flat dict.
 
-        Rule for keys: every scalar key is required; ``conv_filters_i``/``conv_kernel_i`` for
+        Rule for keys: every scalar key is required; ``conv_filters_i``/``conv_kernels_i`` for
         i < conv_layers and ``fc_units_i`` for i < fc_layers are required; layer keys at or
         beyond the stated depth are ignored (an optimiser may report layers of a deeper
-        network it suggested in the same trial); any other key is rejected.
+        network it suggested in the same trial); any other key is rejected. The earlier name
+        ``conv_kernel_i`` is read as ``conv_kernels_i`` (both for one layer is an error).
         """
         if not isinstance(flat, Mapping):
             raise ConfigError(f"flat hyperparameters must be a dict, got {type(flat).__name__}")
@@ -360,7 +371,9 @@ class SearchSpace:
             {
                 "learning_rate": flat["learning_rate"],
                 "conv_filters": _layer_values(flat, "conv_filters", "conv_layers", n_conv),
-                "conv_kernels": _layer_values(flat, "conv_kernel", "conv_layers", n_conv),
+                "conv_kernels": _layer_values(
+                    flat, "conv_kernels", "conv_layers", n_conv, earlier="conv_kernel"
+                ),
                 "fc_units": _layer_values(flat, "fc_units", "fc_layers", n_fc),
                 "batch_size": flat["batch_size"],
                 "l1": flat["l1"],
@@ -389,12 +402,34 @@ class SearchSpace:
             self,
             learning_rate=_narrow_float(self.learning_rate, [h["learning_rate"] for h in hs], m),
             conv_layers=_narrow_int(self.conv_layers, [len(h["conv_filters"]) for h in hs], m),
-            filters=_narrow_int(self.filters, [v for h in hs for v in h["conv_filters"]], m),
+            conv_filters=_narrow_int(
+                self.conv_filters, [v for h in hs for v in h["conv_filters"]], m
+            ),
             fc_layers=_narrow_int(self.fc_layers, [len(h["fc_units"]) for h in hs], m),
-            units=_narrow_int(self.units, [v for h in hs for v in h["fc_units"]], m),
+            fc_units=_narrow_int(self.fc_units, [v for h in hs for v in h["fc_units"]], m),
             l1=_narrow_float(self.l1, [h["l1"] for h in hs], m),
             l2=_narrow_float(self.l2, [h["l2"] for h in hs], m),
         )
+
+
+def current_names(
+    plain: Mapping, *, where: str, renamed: Mapping[str, str] = DEPRECATED_NAMES
+) -> dict:
+    """A copy of ``plain`` with each earlier name of ``renamed`` replaced by its current one.
+
+    Both names of one gene is an error: which value was meant cannot be told.
+    """
+    current = dict(plain)
+    for earlier, name in renamed.items():
+        if earlier not in current:
+            continue
+        if name in current:
+            raise ConfigError(
+                f"{where} gives both {earlier!r} and {name!r}; {earlier!r} is the earlier name "
+                f"of {name!r}: keep only {name!r}"
+            )
+        current[name] = current.pop(earlier)
+    return current
 
 
 def _gene_from_plain(name: str, value: Any, default: Gene) -> Gene:
@@ -476,7 +511,16 @@ def _check_value(name: str, value: Any, gene: Gene) -> Any:
     return value
 
 
-def _layer_values(flat: Mapping, prefix: str, depth_key: str, depth: int) -> list:
+def _layer_values(
+    flat: Mapping, prefix: str, depth_key: str, depth: int, earlier: str | None = None
+) -> list:
+    """The values of ``prefix_0`` .. ``prefix_{depth-1}``, each also read as ``earlier_i``."""
+    if earlier is not None:
+        flat = current_names(
+            flat,
+            where="flat hyperparameters",
+            renamed={f"{earlier}_{i}": f"{prefix}_{i}" for i in range(depth)},
+        )
     keys = [f"{prefix}_{i}" for i in range(depth)]
     missing = [k for k in keys if k not in flat]
     if missing:

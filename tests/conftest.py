@@ -25,8 +25,8 @@ TINY_RUN = [
     "train.max_epochs=2",
     "train.patience=1",
     "train.threads=1",
-    "space.units=[16, 64]",
-    "space.filters=[8, 32]",
+    "space.fc_units=[16, 64]",
+    "space.conv_filters=[8, 32]",
 ]
 
 

@@ -28,10 +28,10 @@ def spaces(draw: st.DrawFn) -> SearchSpace:
     return SearchSpace(
         learning_rate=LogFloat(*draw(log_bounds(-6, 1))),
         conv_layers=Integer(*draw(int_bounds(1, 7))),
-        filters=Integer(*draw(int_bounds(1, 300)), log=True),
-        kernel=Categorical(tuple(draw(choices))),
+        conv_filters=Integer(*draw(int_bounds(1, 300)), log=True),
+        conv_kernels=Categorical(tuple(draw(choices))),
         fc_layers=Integer(*draw(int_bounds(1, 4))),
-        units=Integer(*draw(int_bounds(1, 2000)), log=True),
+        fc_units=Integer(*draw(int_bounds(1, 2000)), log=True),
         batch_size=Categorical(tuple(draw(batches))),
         l1=LogFloat(*draw(log_bounds(-10, 0)), allow_zero=draw(st.booleans())),
         l2=LogFloat(*draw(log_bounds(-10, 0)), allow_zero=draw(st.booleans())),

@@ -1,4 +1,5 @@
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -87,12 +88,14 @@ def test_first_stage_must_hold_a_population():
 
 def test_embedded_data_cuts_only_the_ranges_left_unset(tmp_path):
     embedded = configuration.load()
-    assert embedded["space"]["filters"] == [8, 64] and embedded["space"]["kernel"] == [3, 5]
-    chosen = configuration.load(overrides=["space.filters=[8, 256]"])
-    assert chosen["space"]["filters"] == [8, 256] and chosen["space"]["units"] == [16, 256]
+    assert embedded["space"]["conv_filters"] == [8, 64]
+    assert embedded["space"]["conv_kernels"] == [3, 5]
+    chosen = configuration.load(overrides=["space.conv_filters=[8, 256]"])
+    assert chosen["space"]["conv_filters"] == [8, 256] and chosen["space"]["fc_units"] == [16, 256]
     (tmp_path / "cls_a").mkdir()
     user = configuration.load(overrides=[f"data.path={tmp_path}"])
-    assert user["space"]["filters"] == [8, 256] and user["space"]["kernel"] == [3, 5, 7]
+    assert user["space"]["conv_filters"] == [8, 256]
+    assert user["space"]["conv_kernels"] == [3, 5, 7]
 
 
 @pytest.mark.parametrize(
@@ -107,6 +110,75 @@ def test_job_settings_that_cannot_work_are_refused(overrides, fragment):
     with pytest.raises(ConfigError) as caught:
         configuration.load(overrides=overrides)
     assert fragment in str(caught.value)
+
+
+# --------------------------------------------------------------------------- [space] names
+
+LEGACY_CONFIG = Path(__file__).parent / "data" / "legacy-runs" / "sync-stopped" / "config.toml"
+
+
+def deprecations(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "evores" and r.levelname == "WARNING"
+    ]
+
+
+def test_the_space_section_uses_the_genomes_names():
+    space = configuration.load()["space"]
+    genes = "learning_rate conv_layers conv_filters conv_kernels fc_layers fc_units batch_size"
+    assert list(space) == [*genes.split(), "l1", "l1_allow_zero", "l2", "l2_allow_zero"]
+
+
+RENAMED = {"filters": "conv_filters", "kernel": "conv_kernels", "units": "fc_units"}
+
+
+@pytest.mark.parametrize(
+    "earlier, value", [("filters", [8, 256]), ("kernel", [3, 5, 7]), ("units", [32, 512])]
+)
+def test_an_earlier_space_name_in_set_is_read_with_one_line_of_deprecation(caplog, earlier, value):
+    name = RENAMED[earlier]
+    config = configuration.load(overrides=[f"space.{earlier}={value}"])
+    assert config["space"][name] == value and earlier not in config["space"]
+    assert deprecations(caplog) == [
+        f"--set space.{earlier}={value}: space.{earlier} is deprecated; use space.{name}"
+    ]
+
+
+def test_an_earlier_space_name_in_a_file_counts_as_given(tmp_path, caplog):
+    path = tmp_path / "run.toml"
+    path.write_text("[space]\nkernel = [3, 5, 7]\n")
+    config = configuration.load(path)
+    assert config["space"]["conv_kernels"] == [3, 5, 7]  # not cut to the embedded [3, 5]
+    assert config["space"]["conv_filters"] == [8, 64]
+    (message,) = deprecations(caplog)
+    assert str(path) in message and "space.kernel" in message and "space.conv_kernels" in message
+
+
+def test_a_refused_config_is_the_error_alone_without_deprecation_lines(caplog):
+    with pytest.raises(ConfigError, match="conv_filters"):
+        configuration.load(overrides=["space.filters=[64, 8]"])
+    assert deprecations(caplog) == []
+
+
+def test_both_names_of_a_gene_in_one_file_is_one_line_error(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[space]\nunits = [16, 64]\nfc_units = [16, 128]\n")
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(path)
+    message = str(caught.value)
+    assert "'units' and 'fc_units'" in message and "\n" not in message
+
+
+def test_a_run_directorys_config_under_the_earlier_names_resolves_as_before(tmp_path, caplog):
+    stored = tomllib.loads(LEGACY_CONFIG.read_text())["space"]
+    config = configuration.load(LEGACY_CONFIG)
+    assert len(deprecations(caplog)) == 3
+    for earlier, name in RENAMED.items():
+        assert config["space"][name] == stored[earlier]
+    rewritten = tmp_path / "config.toml"
+    rewritten.write_text(configuration.to_toml(config))
+    caplog.clear()
+    assert configuration.load(rewritten) == config and deprecations(caplog) == []
 
 
 # --------------------------------------------------------------------------- [slurm]
@@ -155,3 +227,18 @@ def test_walltime_formats(text, seconds):
 def test_walltime_that_is_not_a_positive_slurm_time(text):
     with pytest.raises(ConfigError, match="not a positive SLURM time"):
         configuration.walltime_seconds(text)
+
+
+def test_the_readme_documents_every_space_key_with_its_default():
+    from evores.space import SearchSpace
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    defaults = SearchSpace().to_dict()
+    assert tomllib.loads(block)["space"] == defaults
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    table = {}
+    for key, _, default, _ in rows:
+        table[key.strip(" `")] = tomllib.loads(f"value = {default.strip(' `')}")["value"]
+    assert table == defaults

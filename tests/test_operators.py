@@ -132,7 +132,7 @@ def test_mutate_categoricals_always_change() -> None:
         )
         assert child["batch_size"] != h["batch_size"]
     single = SearchSpace(
-        conv_layers=Integer(2, 2), kernel=Categorical((3,)), batch_size=Categorical((32,))
+        conv_layers=Integer(2, 2), conv_kernels=Categorical((3,)), batch_size=Categorical((32,))
     )
     child = mutate(genome(conv_kernels=[3, 3], batch_size=32), single, rng(), gene_prob=1.0)
     assert child["conv_kernels"] == [3, 3] and child["batch_size"] == 32
@@ -146,7 +146,7 @@ def test_mutate_log_ints_change_by_at_least_one_even_at_bounds() -> None:
             abs(c - p) for c, p in zip(child["conv_filters"], h["conv_filters"], strict=True)
         ] == [1] * 3
         assert [abs(c - p) for c, p in zip(child["fc_units"], h["fc_units"], strict=True)] == [1, 1]
-    fixed = SearchSpace(filters=Integer(32, 32, log=True))
+    fixed = SearchSpace(conv_filters=Integer(32, 32, log=True))
     child = mutate(genome(conv_filters=[32, 32]), fixed, rng(), gene_prob=1.0)
     assert set(child["conv_filters"]) == {32}
 

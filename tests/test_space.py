@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from strategies import seeds, spaces
 
 from evores.errors import ConfigError
 from evores.space import (
+    DEPRECATED_NAMES,
     ZERO_PROBABILITY,
     Categorical,
     Integer,
@@ -26,10 +28,10 @@ from evores.space import (
 ISSUE_DICT = {
     "learning_rate": [1e-4, 1.0],
     "conv_layers": [1, 6],
-    "filters": [8, 256],
-    "kernel": [3, 5, 7],
+    "conv_filters": [8, 256],
+    "conv_kernels": [3, 5, 7],
     "fc_layers": [1, 3],
-    "units": [16, 1024],
+    "fc_units": [16, 1024],
     "batch_size": [16, 32, 64, 128, 256, 512],
     "l1": [1e-7, 1e-2],
     "l1_allow_zero": True,
@@ -67,10 +69,10 @@ def test_defaults_match_design() -> None:
     space = SearchSpace()
     assert space.learning_rate == LogFloat(1e-4, 1.0)
     assert space.conv_layers == Integer(1, 6)
-    assert space.filters == Integer(8, 256, log=True)
-    assert space.kernel == Categorical((3, 5, 7))
+    assert space.conv_filters == Integer(8, 256, log=True)
+    assert space.conv_kernels == Categorical((3, 5, 7))
     assert space.fc_layers == Integer(1, 3)
-    assert space.units == Integer(16, 1024, log=True)
+    assert space.fc_units == Integer(16, 1024, log=True)
     assert space.batch_size == Categorical((16, 32, 64, 128, 256, 512))
     assert space.l1 == space.l2 == LogFloat(1e-7, 1e-2, allow_zero=True)
 
@@ -82,11 +84,38 @@ def test_issue_dict_is_the_default_and_round_trips() -> None:
 
 
 def test_from_dict_partial_overrides_defaults() -> None:
-    space = SearchSpace.from_dict({"conv_layers": [2, 4], "kernel": [3], "l1_allow_zero": False})
+    space = SearchSpace.from_dict(
+        {"conv_layers": [2, 4], "conv_kernels": [3], "l1_allow_zero": False}
+    )
     assert space.conv_layers == Integer(2, 4)
-    assert space.kernel == Categorical((3,))
+    assert space.conv_kernels == Categorical((3,))
     assert space.l1 == LogFloat(1e-7, 1e-2, allow_zero=False)
-    assert space.filters == SearchSpace().filters
+    assert space.conv_filters == SearchSpace().conv_filters
+
+
+LEGACY_CHECKPOINT = (
+    Path(__file__).parent / "data" / "legacy-runs" / "sync-stopped" / "checkpoint.json"
+)
+
+
+def test_a_checkpoints_space_under_the_earlier_gene_names_reads_silently(caplog) -> None:
+    stored = json.loads(LEGACY_CHECKPOINT.read_text())["state"]["search"]["space"]
+    assert {"filters", "kernel", "units"} <= set(stored)
+    space = SearchSpace.from_dict(stored)
+    assert space.conv_filters == Integer(8, 64, log=True)
+    assert space.conv_kernels == Categorical((3, 5))
+    assert space.fc_units == Integer(16, 256, log=True)
+    renamed = {DEPRECATED_NAMES.get(key, key): value for key, value in stored.items()}
+    assert space.to_dict() == renamed
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("earlier, name", sorted(DEPRECATED_NAMES.items()))
+def test_both_names_of_one_gene_is_one_line_error(earlier: str, name: str) -> None:
+    plain = SearchSpace().to_dict()
+    with pytest.raises(ConfigError) as exc:
+        SearchSpace.from_dict({**plain, earlier: plain[name]})
+    assert_one_line(exc, f"both {earlier!r} and {name!r}", f"keep only {name!r}")
 
 
 def test_from_dict_unknown_key_lists_valid_keys() -> None:
@@ -99,21 +128,21 @@ def test_from_dict_unknown_key_lists_valid_keys() -> None:
     ("plain", "fragments"),
     [
         ({"learning_rate": [1.0, 1e-4]}, ["learning_rate", "inverted", "low <= high"]),
-        ({"filters": [0, 256]}, ["filters", "low=0", ">= 1"]),
+        ({"conv_filters": [0, 256]}, ["conv_filters", "low=0", ">= 1"]),
         ({"l1": [0.0, 1e-2]}, ["l1", "low=0.0", "> 0"]),
         ({"l2": [-1e-3, 1e-2]}, ["l2", "-0.001"]),
-        ({"kernel": []}, ["kernel", "empty"]),
-        ({"kernel": [3, 3, 5]}, ["kernel", "duplicates", "[3, 3, 5]"]),
-        ({"kernel": 3}, ["kernel", "list of choices"]),
-        ({"kernel": [3, "x"]}, ["kernel", "positive integers"]),
+        ({"conv_kernels": []}, ["conv_kernels", "empty"]),
+        ({"conv_kernels": [3, 3, 5]}, ["conv_kernels", "duplicates", "[3, 3, 5]"]),
+        ({"conv_kernels": 3}, ["conv_kernels", "list of choices"]),
+        ({"conv_kernels": [3, "x"]}, ["conv_kernels", "positive integers"]),
         ({"conv_layers": [0, 6]}, ["conv_layers", "low=0", "[1, 6]"]),
         ({"fc_layers": [0, 2]}, ["fc_layers", "low=0"]),
         ({"conv_layers": [1.5, 6]}, ["conv_layers", "1.5", "whole number"]),
-        ({"units": [16]}, ["units", "[low, high] pair"]),
+        ({"fc_units": [16]}, ["fc_units", "[low, high] pair"]),
         ({"batch_size": [0, 16]}, ["batch_size", "positive"]),
         ({"learning_rate": [float("nan"), 1.0]}, ["learning_rate", "nan"]),
         ({"l1_allow_zero": "yes"}, ["l1_allow_zero", "'yes'", "true or false"]),
-        ({"units": None}, ["units", "None"]),
+        ({"fc_units": None}, ["fc_units", "None"]),
     ],
 )
 def test_from_dict_rejects_bad_bounds(plain: dict, fragments: list[str]) -> None:
@@ -140,7 +169,7 @@ def test_from_dict_rejects_bad_bounds(plain: dict, fragments: list[str]) -> None
         lambda: Categorical(([1],)),
         lambda: Categorical("357"),
         lambda: SearchSpace(conv_layers=Integer(0, 3)),
-        lambda: SearchSpace(filters=Integer(8, 256)),
+        lambda: SearchSpace(conv_filters=Integer(8, 256)),
         lambda: SearchSpace(conv_layers=Integer(1, 6, log=True)),
         lambda: SearchSpace(learning_rate=LogFloat(1e-4, 1.0, allow_zero=True)),
         lambda: SearchSpace(learning_rate=Integer(1, 2)),
@@ -276,8 +305,8 @@ def test_encode_flat_keys() -> None:
         "conv_layers": 2,
         "conv_filters_0": 32,
         "conv_filters_1": 64,
-        "conv_kernel_0": 3,
-        "conv_kernel_1": 5,
+        "conv_kernels_0": 3,
+        "conv_kernels_1": 5,
         "fc_layers": 1,
         "fc_units_0": 128,
         "batch_size": 64,
@@ -286,9 +315,16 @@ def test_encode_flat_keys() -> None:
     }
 
 
+def test_decode_reads_the_earlier_flat_kernel_names() -> None:
+    flat = SearchSpace().encode(good_genome())
+    earlier = {k.replace("conv_kernels_", "conv_kernel_"): v for k, v in flat.items()}
+    assert "conv_kernel_1" in earlier and "conv_kernels_1" not in earlier
+    assert SearchSpace().decode(earlier) == good_genome()
+
+
 def test_decode_ignores_layer_keys_beyond_depth() -> None:
     flat = SearchSpace().encode(good_genome())
-    flat.update(conv_filters_2=16, conv_kernel_5=7, fc_units_1=999999)
+    flat.update(conv_filters_2=16, conv_kernels_5=7, conv_kernel_5=7, fc_units_1=999999)
     assert SearchSpace().decode(flat) == good_genome()
 
 
@@ -298,9 +334,10 @@ def test_decode_ignores_layer_keys_beyond_depth() -> None:
         (_set(dropout=0.1), ["unknown", "dropout"]),
         (_set(conv_filters_x=3), ["unknown", "conv_filters_x"]),
         (_set(conv_filters_01=3), ["unknown", "conv_filters_01"]),
-        (_set(conv_kernels_0=3), ["unknown", "conv_kernels_0"]),
+        (_set(conv_kernels_x=3), ["unknown", "conv_kernels_x"]),
+        (_set(conv_kernel_0=3), ["both", "'conv_kernel_0'", "'conv_kernels_0'"]),
         (_drop("batch_size"), ["missing", "batch_size"]),
-        (_drop("conv_kernel_1"), ["missing", "conv_kernel_1", "conv_layers = 2"]),
+        (_drop("conv_kernels_1"), ["missing", "conv_kernels_1", "conv_layers = 2"]),
         (_drop("fc_units_0"), ["missing", "fc_units_0"]),
         (_set(conv_layers=7), ["conv_layers", "7", "[1, 6]"]),
         (_set(conv_layers=2.0), ["conv_layers", "2.0"]),
@@ -397,9 +434,9 @@ def test_narrow_example() -> None:
     factor = 1e4**0.1  # learning rate spans 4 decades; 10% of that each side
     assert narrowed.learning_rate == LogFloat(0.01 / factor, 0.1 * factor)
     assert narrowed.conv_layers == Integer(1, 3)  # [1, 2] +- ceil(0.1 * 5)
-    assert narrowed.filters == Integer(11, 91, log=True)  # floor(16 / 1.41), ceil(64 * 1.41)
+    assert narrowed.conv_filters == Integer(11, 91, log=True)  # floor(16 / 1.41), ceil(64 * 1.41)
     assert narrowed.fc_layers == Integer(1, 3)
-    assert narrowed.kernel == space.kernel and narrowed.batch_size == space.batch_size
+    assert narrowed.conv_kernels == space.conv_kernels and narrowed.batch_size == space.batch_size
     assert narrowed.l1 == space.l1  # elites all have l1 = 0: no log range to centre on
     assert narrowed.l2.allow_zero and narrowed.l2.low < 1e-4 < narrowed.l2.high
     for elite in (a, b):
@@ -411,7 +448,7 @@ def test_narrow_margin_extremes() -> None:
     g = good_genome()
     tight = space.narrow([g], 0.0)
     assert tight.learning_rate == LogFloat(0.01, 0.01)
-    assert tight.filters == Integer(32, 64, log=True)
+    assert tight.conv_filters == Integer(32, 64, log=True)
     assert tight.conv_layers == Integer(2, 2)
     assert tight.validate(g) == g
     assert space.narrow([g], 1.0) == space
@@ -450,9 +487,17 @@ def test_narrow_keeps_elites_inside_current_bounds(
     narrowed = space.narrow(elites, margin)
     for elite in elites:
         assert narrowed.validate(elite) == elite
-    for name in ("learning_rate", "conv_layers", "filters", "fc_layers", "units", "l1", "l2"):
+    for name in (
+        "learning_rate",
+        "conv_layers",
+        "conv_filters",
+        "fc_layers",
+        "fc_units",
+        "l1",
+        "l2",
+    ):
         assert _within(getattr(narrowed, name), getattr(space, name)), name
     assert narrowed.l1.allow_zero == space.l1.allow_zero
-    assert narrowed.kernel == space.kernel and narrowed.batch_size == space.batch_size
+    assert narrowed.conv_kernels == space.conv_kernels and narrowed.batch_size == space.batch_size
     assert SearchSpace.from_dict(narrowed.to_dict()) == narrowed
     assert narrowed.narrow(elites, margin) == narrowed.narrow(elites, margin)
