@@ -426,8 +426,8 @@ max_epochs = 2
 patience = 1
 threads = 1
 [space]
-filters = [8, 32]
-units = [16, 64]
+conv_filters = [8, 32]
+fc_units = [16, 64]
 """
 
 
