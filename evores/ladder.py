@@ -312,3 +312,41 @@ class Ladder:
         """The final candidate with the best validation accuracy (never chosen by test score)."""
         scored = [f for f in self.state["final"] if f["status"] == OK]
         return max(scored, key=lambda f: f["val_accuracy"]) if scored else None
+
+
+class ClimbsLadder:
+    """What every search up the ladder offers, read from the :class:`Ladder` it holds.
+
+    ``LadderSearch`` and ``SteadyStateSearch`` are both such a search (a true "is a"): they
+    differ in how they ask and tell, and set ``self.ladder``; nothing here is overridden.
+    """
+
+    ladder: Ladder
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """All of the search's state, plain data: the checkpoint."""
+        return self.ladder.state
+
+    @property
+    def phase(self) -> str:
+        return self.state["phase"]
+
+    @property
+    def done(self) -> bool:
+        return self.state["phase"] == DONE
+
+    @property
+    def stage(self) -> int:
+        return self.ladder.stage
+
+    @property
+    def resolution(self) -> int:
+        return self.ladder.resolution
+
+    def progress(self) -> Progress:
+        return self.ladder.progress()
+
+    def winner(self) -> dict[str, Any] | None:
+        """The final candidate with the best validation accuracy (never chosen by test score)."""
+        return self.ladder.winner()

@@ -21,12 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from evores.ladder import DONE, FINAL, SEARCH, Ladder, Progress, best, final_entry, member
+from evores.ladder import (
+    DONE,
+    FINAL,
+    SEARCH,
+    ClimbsLadder,
+    Ladder,
+    best,
+    final_entry,
+    member,
+)
 from evores.results import KIND_SEARCH, Task, make_task
 from evores.seeding import derive_rng, derive_seed
 
 
-class LadderSearch:
+class LadderSearch(ClimbsLadder):
     """Genetic (``ga``) or random search over ``space`` under the resolution schedule."""
 
     def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
@@ -42,36 +51,6 @@ class LadderSearch:
         # "generation" right after "stage", where checkpoints have always had it.
         head = {key: shared.pop(key) for key in ("phase", "stage")}
         return {**head, "generation": 0, **shared}
-
-    # -- progress --------------------------------------------------------------------------
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """All of the search's state, plain data: the checkpoint."""
-        return self.ladder.state
-
-    @property
-    def phase(self) -> str:
-        return self.state["phase"]
-
-    @property
-    def done(self) -> bool:
-        return self.state["phase"] == DONE
-
-    @property
-    def stage(self) -> int:
-        return self.ladder.stage
-
-    @property
-    def resolution(self) -> int:
-        return self.ladder.resolution
-
-    def progress(self) -> Progress:
-        return self.ladder.progress()
-
-    def winner(self) -> dict[str, Any] | None:
-        """The final candidate with the best validation accuracy (never chosen by test score)."""
-        return self.ladder.winner()
 
     # -- ask ---------------------------------------------------------------------------------
 

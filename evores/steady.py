@@ -26,12 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from evores.ladder import DONE, FINAL, SEARCH, Ladder, Progress, best, final_entry, member
+from evores.ladder import (
+    DONE,
+    FINAL,
+    SEARCH,
+    ClimbsLadder,
+    Ladder,
+    best,
+    final_entry,
+    member,
+)
 from evores.results import KIND_FINAL, KIND_SEARCH, Task, make_task
 from evores.seeding import derive_rng, derive_seed
 
 
-class SteadyStateSearch:
+class SteadyStateSearch(ClimbsLadder):
     """Steady-state genetic (``ga``) or random search: ``ask_one``/``tell_one``."""
 
     def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
@@ -46,36 +55,6 @@ class SteadyStateSearch:
     @staticmethod
     def _initial_state(config: dict[str, Any]) -> dict[str, Any]:
         return {**Ladder.initial_state(config), "births": 0, "pending": []}
-
-    # -- progress --------------------------------------------------------------------------
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """All of the search's state, plain data: the checkpoint."""
-        return self.ladder.state
-
-    @property
-    def phase(self) -> str:
-        return self.state["phase"]
-
-    @property
-    def done(self) -> bool:
-        return self.state["phase"] == DONE
-
-    @property
-    def stage(self) -> int:
-        return self.ladder.stage
-
-    @property
-    def resolution(self) -> int:
-        return self.ladder.resolution
-
-    def progress(self) -> Progress:
-        return self.ladder.progress()
-
-    def winner(self) -> dict[str, Any] | None:
-        """The final candidate with the best validation accuracy (never chosen by test score)."""
-        return self.ladder.winner()
 
     def pending(self) -> list[Task]:
         """The tasks handed out and not yet told (copies), oldest first."""
