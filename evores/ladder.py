@@ -252,7 +252,8 @@ class Ladder:
     def close_stage(self, elapsed: float) -> None:
         """Record the stage's summary; then the final phase after the last stage, or the next
         stage, which starts from the best ``schedule.elites`` (``carried``), in a space
-        narrowed around them (Hinz et al. 2018) when ``schedule.narrow``."""
+        narrowed around them (Hinz et al. 2018) when ``schedule.narrow``. A stage in which no
+        evaluation succeeded ends the run there: phase :data:`DONE`, no final candidates."""
         state = self.state
         stage = state["stage"]
         scores = state["stage_scores"]
@@ -266,6 +267,12 @@ class Ladder:
                 "rank_correlation": transition["rank_correlation"] if transition else None,
             }
         )
+        if not scores:
+            # Nothing succeeded: the elites carried up would be arbitrary genomes that all
+            # scored the penalty, and the final retraining would have no candidate. The run
+            # ends here, without a winner (evores.outcome says why).
+            self.finish([])
+            return
         if stage + 1 == len(self.schedule["resolutions"]):
             state["phase"] = FINAL
             return

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evores import __version__
+from evores import __version__, outcome
 from evores.atomic import atomic_path
 from evores.results import FAILED, INTERRUPTED, KIND_SEARCH
 from evores.stats import median, spearman
@@ -288,6 +288,7 @@ def summary(
         "transitions": list(progress.transitions),
         "final_candidates": list(progress.final),
         "failures": dict(sorted(failures.items())),
+        "outcome": outcome.of_run(progress, winner, failed),
         "seed": config["seed"],
         "strategy": config["search"]["strategy"],
         "data": {

@@ -19,6 +19,7 @@ from typing import Any
 from evores import config as configuration
 from evores.checkpoint import CONFIG, RunDirectory
 from evores.errors import CheckpointError, EvoresError
+from evores.outcome import conclude
 from evores.slurm import EXIT_CHECKPOINTED
 from evores.stopping import RunStopped, StopRequest, ignore_stop_signals
 
@@ -253,11 +254,7 @@ def _drive(setup: dict[str, Any], comm, stop: StopRequest) -> int:
             _abort_every_rank(comm, setup["run_dir"], 1)
         raise
     evaluator.close()
-    log.info(
-        "winner: test accuracy %s at %d px; summary in %s",
-        summary["test_accuracy"], summary["test_resolution"], setup["run_dir"].path,
-    )  # fmt: skip
-    return 0
+    return conclude(summary, setup["run_dir"].path)  # 0, or EXIT_NO_RESULT without a winner
 
 
 if __name__ == "__main__":

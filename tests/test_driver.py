@@ -26,7 +26,7 @@ N_FINAL = 2  # schedule.elites below
 SUMMARY_KEYS = {
     "best_hparams", "test_accuracy", "test_resolution", "val_accuracy", "wall_seconds",
     "n_evaluations", "stages", "transitions", "final_candidates", "failures", "seed",
-    "strategy", "data", "plots", "evores_version",
+    "strategy", "data", "plots", "evores_version", "outcome",
 }  # fmt: skip
 CLOCK_FIELDS = {"elapsed", "wall_seconds", "stage_started"}  # the run's clock, never equal
 
@@ -211,7 +211,9 @@ def test_a_run_in_which_every_evaluation_fails_ends_without_a_winner(tmp_path, m
         make_config(mode), tmp_path, lambda task: FitnessResult.failed("toy", "oom").to_dict()
     )
     assert summary["best_hparams"] is None and summary["test_accuracy"] is None
-    assert summary["final_candidates"] == [] and summary["failures"] == {"oom": N_EVALUATIONS}
+    # The run ends with its first stage, which found nothing to carry up (evores.outcome).
+    assert summary["final_candidates"] == [] and summary["failures"] == {"oom": 12}
+    assert summary["outcome"]["status"] == "failed" and summary["outcome"]["stage"] == 1
 
 
 def test_progress_lines_show_the_true_median_of_the_stage(tmp_path, caplog):
