@@ -251,9 +251,11 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"stop.grace_seconds must be >= 0, got {config['stop']['grace_seconds']}")
     _check_slurm(config["slurm"])
     _check_walltime(config)
-    from evores.space import SearchSpace
+    from evores.space import SearchSpace, check_buildable
 
-    config[_SPACE_SECTION] = SearchSpace.from_dict(config[_SPACE_SECTION]).to_dict()
+    space = SearchSpace.from_dict(config[_SPACE_SECTION])
+    check_buildable(space, config["schedule"]["resolutions"])
+    config[_SPACE_SECTION] = space.to_dict()
     return config
 
 

@@ -237,6 +237,13 @@ class SearchSpace:
                 raise ConfigError(
                     f"search space '{name}' choices {list(choices)!r} must be positive integers"
                 )
+        even = [k for k in self.conv_kernels.choices if k % 2 == 0]
+        if even:
+            raise ConfigError(
+                f"search space 'conv_kernels' choices {list(self.conv_kernels.choices)!r} hold "
+                f"the even kernel(s) {even}: a 'same'-padded convolution needs an odd kernel; "
+                "use odd sizes such as [3, 5, 7]"
+            )
 
     def _check_integer(self, name: str, *, log: bool, min_low: int) -> None:
         gene = getattr(self, name)
@@ -560,6 +567,28 @@ def max_conv_layers(resolution: int) -> int:
     if not _is_int(resolution) or resolution < 1:
         raise ConfigError(f"resolution = {resolution!r} must be a positive integer number of px")
     return int(resolution).bit_length() - 1
+
+
+def check_buildable(space: SearchSpace, resolutions: Iterable[int]) -> None:
+    """Refuse (ConfigError) what ``space`` can produce but the model cannot use on the ladder.
+
+    Depth is repaired for each resolution (:func:`repair`) and widths, odd kernels and every
+    scalar build at any resolution; what is left is a kernel wider than the images. At the
+    lowest resolution ``px`` a 'same'-padded kernel wider than ``2 * px - 1`` has taps that
+    only ever see the padding: it costs its full size in every step and can learn nothing
+    a ``2 * px - 1`` kernel cannot.
+    """
+    lowest = min(resolutions)
+    widest = 2 * lowest - 1
+    choices = list(space.conv_kernels.choices)
+    too_wide = [k for k in choices if k > widest]
+    if too_wide:
+        smallest_px = (max(too_wide) + 2) // 2
+        raise ConfigError(
+            f"space.conv_kernels {choices} holds {too_wide}, wider than any use on the "
+            f"{lowest} px images of the first stage (at most {widest}); drop them or start "
+            f"schedule.resolutions at {smallest_px} px or more"
+        )
 
 
 def repair(hparams: Mapping, resolution: int) -> tuple[dict, list[str]]:

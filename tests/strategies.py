@@ -23,7 +23,8 @@ def int_bounds(draw: st.DrawFn, lo: int, hi: int) -> tuple[int, int]:
 @st.composite
 def spaces(draw: st.DrawFn) -> SearchSpace:
     """Random valid search spaces, including degenerate (low == high) ranges."""
-    choices = st.lists(st.integers(1, 11), min_size=1, max_size=4, unique=True)
+    choices = st.lists(st.integers(0, 5).map(lambda i: 2 * i + 1), min_size=1, max_size=4,
+                       unique=True)  # fmt: skip
     batches = st.lists(st.sampled_from([2**i for i in range(11)]), min_size=1, unique=True)
     return SearchSpace(
         learning_rate=LogFloat(*draw(log_bounds(-6, 1))),
