@@ -8,7 +8,10 @@ needs one resolution, and keeping the previous one would only double the footpri
 from __future__ import annotations
 
 import importlib
+import inspect
+import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,28 +21,80 @@ import numpy as np
 from evores.cache import DatasetCache
 from evores.errors import ConfigError
 from evores.fitness import PreparedData, evaluate, resolve_device, train_and_test
-from evores.results import FAILURE_NAN, KIND_FINAL, FitnessResult
+from evores.results import (
+    FAILURE_BUDGET,
+    FAILURE_EXCEPTION,
+    FAILURE_NAN,
+    KIND_FINAL,
+    OK,
+    FitnessResult,
+    one_line,
+)
 from evores.space import SearchSpace
 
 Work = Callable[[dict[str, Any]], dict[str, Any]]
 
+logger = logging.getLogger("evores")
+
 
 def load_function(spec: str) -> Callable[..., Any]:
-    """The user's fitness function named ``package.module:function``."""
+    """The user's fitness function named ``package.module:function``.
+
+    Whatever importing the module does wrong (it is missing, has a syntax error, raises or
+    calls ``sys.exit`` at import time), and a function that cannot take the arguments evores
+    passes, is a ConfigError: refused at start-up, before the run writes anything.
+    """
     module_name, _, name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except ModuleNotFoundError as error:
         raise ConfigError(
             f"fitness.function {spec!r}: cannot import module {module_name!r} ({error}); "
             "make it importable (installed, or on PYTHONPATH)"
+        ) from None
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        raise ConfigError(
+            f"fitness.function {spec!r}: importing module {module_name!r} failed "
+            f"({_what_user_code_raised(error)}); fix the module"
         ) from None
     function = getattr(module, name, None)
     if not callable(function):
         raise ConfigError(
             f"fitness.function {spec!r}: module {module_name!r} has no function {name!r}"
         )
+    _check_signature(spec, function)
     return function
+
+
+# How evores calls a fitness function: evaluate's signature (see _user_work).
+_POSITIONAL = ("hparams", "resolution", "data")
+_KEYWORDS = ("seed", "device", "max_epochs", "patience", "max_seconds", "space", "filter")
+
+
+def _check_signature(spec: str, function: Callable[..., Any]) -> None:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # e.g. a builtin without a signature: find out when called
+        return
+    try:
+        signature.bind(*_POSITIONAL, **dict.fromkeys(_KEYWORDS))
+    except TypeError as error:
+        raise ConfigError(
+            f"fitness.function {spec!r} cannot be called as {name_of(function)}"
+            f"({', '.join(_POSITIONAL)}, *, {', '.join(_KEYWORDS)}) ({error}); give it "
+            "evores.fitness.evaluate's signature, or (hparams, resolution, data, **options)"
+        ) from None
+
+
+def name_of(function: Callable[..., Any]) -> str:
+    return getattr(function, "__name__", type(function).__name__)
+
+
+def _what_user_code_raised(error: BaseException) -> str:
+    """One line for an exception of user code; ``sys.exit(code)`` said as such."""
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r})"
+    return one_line(error)
 
 
 class FinalSplits:
@@ -68,9 +123,11 @@ class FinalSplits:
 
 def result_from_user(value: Any, wall_seconds: float) -> FitnessResult:
     """A user function may return a FitnessResult or a bare validation accuracy (a real
-    number, not a bool); a NaN or infinite accuracy is a failed evaluation."""
+    number, not a bool). A NaN or infinite accuracy is a failed evaluation (type nan), and so
+    is one outside [0, 1] (type exception): it is not an accuracy, and as a fitness it would
+    outrank every real one."""
     if isinstance(value, FitnessResult):
-        return value
+        return _checked_accuracies(value)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(
             f"the fitness function returned {type(value).__name__}; return a FitnessResult "
@@ -80,7 +137,45 @@ def result_from_user(value: Any, wall_seconds: float) -> FitnessResult:
     if not math.isfinite(accuracy):
         reason = f"the fitness function returned {accuracy}"
         return FitnessResult.failed(reason, FAILURE_NAN, wall_seconds=wall_seconds)
+    if not 0.0 <= accuracy <= 1.0:
+        return FitnessResult.failed(
+            _not_an_accuracy("returned", accuracy), FAILURE_EXCEPTION, wall_seconds=wall_seconds
+        )
     return FitnessResult.succeeded(accuracy, wall_seconds=wall_seconds)
+
+
+def _not_an_accuracy(what: str, value: float) -> str:
+    return (
+        f"the fitness function {what} {value}, not an accuracy in [0, 1]; return the fraction "
+        "of images classified correctly"
+    )
+
+
+def _checked_accuracies(result: FitnessResult) -> FitnessResult:
+    """``result``, or a failed one if it claims success with an impossible accuracy."""
+    if result.status != OK:
+        return result
+    for field in ("val_accuracy", "test_accuracy"):
+        value = getattr(result, field)
+        if value is None and field == "test_accuracy":
+            continue
+        if not isinstance(value, (int, float, np.floating, np.integer)) or isinstance(value, bool):
+            raise TypeError(
+                f"the fitness function's FitnessResult has {field} = {value!r}; give a float"
+            )
+        measured = {f: getattr(result, f) for f in _MEASURED}
+        if not math.isfinite(value):
+            reason = f"the fitness function reported {field} = {value}"
+            return FitnessResult.failed(reason, FAILURE_NAN, **measured)
+        if not 0.0 <= value <= 1.0:
+            reason = _not_an_accuracy(f"reported {field} =", value)
+            return FitnessResult.failed(reason, FAILURE_EXCEPTION, **measured)
+    return result
+
+
+# What a user's FitnessResult measured, kept when it is turned into a failure.
+_MEASURED = ("epochs", "best_epoch", "wall_seconds", "seconds_per_epoch", "n_parameters",
+             "peak_memory_bytes", "images_per_second", "repairs")  # fmt: skip
 
 
 def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
@@ -153,22 +248,66 @@ def _user_work(
         final = task["kind"] == KIND_FINAL
         epochs = task["epochs"] if final else train["max_epochs"]
         started = time.perf_counter()
-        value = function(
-            task["hparams"],
-            task["resolution"],
-            FinalSplits(cache) if final else cache,
-            seed=task["seed"],
-            device=device,
-            max_epochs=epochs,
-            patience=epochs if final else train["patience"],
-            max_seconds=None if final else max_seconds,
-            space=space,
-            filter=config["data"]["filter"],
-        )
-        result = result_from_user(value, time.perf_counter() - started).to_dict()
+        try:
+            value = function(
+                task["hparams"],
+                task["resolution"],
+                FinalSplits(cache) if final else cache,
+                seed=task["seed"],
+                device=device,
+                max_epochs=epochs,
+                patience=epochs if final else train["patience"],
+                max_seconds=None if final else max_seconds,
+                space=space,
+                filter=config["data"]["filter"],
+            )
+        except (SystemExit, KeyboardInterrupt) as error:
+            return _ended_by_user_code(error, time.perf_counter() - started).to_dict()
+        wall_seconds = time.perf_counter() - started
+        result = result_from_user(value, wall_seconds)
+        if not final:
+            result = _within_budget(result, wall_seconds, max_seconds)
+        result = result.to_dict()
         if final and result.get("test_accuracy") is None:
             # What the function measured on its "val" split was the test split.
             result["test_accuracy"], result["val_accuracy"] = result["val_accuracy"], 0.0
         return result
 
     return work
+
+
+def _ended_by_user_code(error: BaseException, wall_seconds: float) -> FitnessResult:
+    """A fitness function's ``sys.exit`` or KeyboardInterrupt, as a failed evaluation.
+
+    Ending the process from inside one evaluation would end a serial run without a word and
+    hang an MPI job (rank 0 waits for the result). A KeyboardInterrupt is the user's code
+    only where Python's own SIGINT handler is not installed: a run replaces it (see
+    evores.stopping) and evaluating ranks ignore SIGINT; where it is installed (evores used
+    as a library) it may be a real Ctrl-C, and goes on up.
+    """
+    real_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if isinstance(error, KeyboardInterrupt) and real_ctrl_c:
+        raise error
+    what = _what_user_code_raised(error) if isinstance(error, SystemExit) else "KeyboardInterrupt"
+    reason = f"the fitness function ended the process ({what}); return a result instead"
+    logger.error("%s", reason)
+    return FitnessResult.failed(reason, FAILURE_EXCEPTION, wall_seconds=wall_seconds)
+
+
+def _within_budget(
+    result: FitnessResult, wall_seconds: float, max_seconds: float | None
+) -> FitnessResult:
+    """``result``, or a budget failure when the function returned after ``max_seconds``.
+
+    A running function cannot be stopped from outside (in the driver's process or on a
+    worker rank alike); it is handed ``max_seconds`` to keep to, and is held to it on return,
+    as the built-in training is.
+    """
+    if max_seconds is None or wall_seconds <= max_seconds or result.status != OK:
+        return result
+    reason = (
+        f"the fitness function took {wall_seconds:.1f} s, over train.max_seconds = {max_seconds:g}"
+    )
+    measured = {f: getattr(result, f) for f in _MEASURED}
+    measured["wall_seconds"] = wall_seconds
+    return FitnessResult.failed(reason, FAILURE_BUDGET, **measured)
