@@ -35,12 +35,14 @@ EXIT_NO_RESULT = 4  # the run ended cleanly, but no evaluation it needed succeed
 
 # What to check when the failures of a stage are mostly of one type.
 _CHECK = {
-    FAILURE_EXCEPTION: "the reasons in evaluations.jsonl and the traceback above them; "
+    FAILURE_EXCEPTION: "the reasons in evaluations.jsonl and the tracebacks logged above; "
     "with fitness.function set, that function",
-    FAILURE_NAN: "lower the upper bound of space.learning_rate (or of space.l1 / space.l2)",
-    FAILURE_OOM: "lower space.batch_size, space.conv_filters or space.fc_units, "
-    "or train on a device with more memory",
-    FAILURE_BUDGET: "raise train.max_seconds (0 = no budget) or lower train.max_epochs",
+    FAILURE_NAN: "the learning rate: lower the upper bound of space.learning_rate "
+    "(or of space.l1 / space.l2)",
+    FAILURE_OOM: "the model size: lower space.batch_size, space.conv_filters or "
+    "space.fc_units, or train on a device with more memory",
+    FAILURE_BUDGET: "the time budget: raise train.max_seconds (0 = no budget) or lower "
+    "train.max_epochs",
 }
 _CHECK_OTHER = "the reasons in evaluations.jsonl"
 
@@ -84,7 +86,7 @@ def conclude(summary: dict[str, Any], run_path: Path) -> int:
         )  # fmt: skip
         return 0
     print(
-        f"evores: no result: {outcome['reason']}; check {outcome['check']} (summary in {run_path})",
+        f"evores: no result: {outcome['reason']}. Check {outcome['check']}. Summary in {run_path}",
         file=sys.stderr,
     )
     return EXIT_NO_RESULT
