@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import textwrap
+import time
 
 import pytest
 from conftest import TINY_RUN, require_mpiexec, summary
@@ -39,6 +40,7 @@ from evores.results import (
     FitnessResult,
     make_task,
 )
+from evores.slurm import EXIT_CHECKPOINTED
 from evores.space import Categorical, SearchSpace, check_buildable, repair
 from evores.stopping import StopRequest
 from evores.worker import make_work, result_from_user
@@ -68,6 +70,10 @@ def overruns(hparams, resolution, data, **options):
     return 0.5
 
 def wrong_signature(hparams):
+    return 0.5
+
+def sleeps(hparams, resolution, data, **options):
+    time.sleep(0.3)
     return 0.5
 """
 BAD_MODULES = {
@@ -327,6 +333,22 @@ def test_an_mpi_run_whose_function_calls_sys_exit_does_not_hang(cli, tmp_path, p
     result = cli("--out", str(run_dir), overrides=TINY_RUN + [PLUGIN.format("exits")],
                  env=plugin_env(plugins), mpi_ranks=3, timeout=300)  # fmt: skip
     assert_no_result(result, run_dir, "sys.exit(3)")
+
+
+def test_a_real_ctrl_c_still_stops_a_run_cleanly(cli_started, tmp_path, plugins):
+    run_dir, log = tmp_path / "run", tmp_path / "stderr.txt"
+    process = cli_started("--out", str(run_dir), overrides=TINY_RUN + [PLUGIN.format("sleeps")],
+                          env=plugin_env(plugins), log=log)  # fmt: skip
+    evaluations = run_dir / "evaluations.jsonl"
+    deadline = time.monotonic() + 120
+    while not (evaluations.exists() and evaluations.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == EXIT_CHECKPOINTED, log.read_text()
+    assert "SIGINT: stopped in stage 1" in log.read_text()
+    assert not (run_dir / "summary.json").exists()
+    records = RunDirectory(run_dir).read_records()
+    assert records and all(r["status"] == OK for r in records)
 
 
 @pytest.mark.parametrize(
