@@ -9,12 +9,14 @@ with a summary saying that nothing succeeded (exit :data:`evores.outcome.EXIT_NO
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
 import textwrap
 import time
 
+import numpy as np
 import pytest
 from conftest import TINY_RUN, require_mpiexec, summary
 from hypothesis import given, settings
@@ -248,17 +250,26 @@ def test_the_largest_useful_kernel_is_accepted():
         SearchSpace(conv_kernels=Categorical((2,)))
 
 
-@settings(max_examples=60, deadline=None)
-@given(space=spaces(), resolution=st.integers(2, 64), seed=st.integers(0, 2**32 - 1))
-def test_every_genome_of_an_accepted_space_can_be_built(space, resolution, seed):
-    import numpy as np
-
-    try:
-        check_buildable(space, [resolution])
+@settings(max_examples=80, deadline=None)
+@given(
+    space=spaces(),
+    kernels=st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True),
+    resolutions=st.lists(st.integers(2, 64), min_size=1, max_size=3, unique=True).map(sorted),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_every_genome_of_an_accepted_space_builds_at_every_resolution(
+    space, kernels, resolutions, seed
+):
+    try:  # any kernels at all, as a config could give them
+        space = dataclasses.replace(space, conv_kernels=Categorical(tuple(kernels)))
+        check_buildable(space, resolutions)
     except ConfigError:
-        return  # refused up front: never trained
-    genome, _ = repair(space.sample(np.random.default_rng(seed)), resolution)
-    assert conv_flops(genome, resolution) > 0  # ConfigError if the model cannot be built
+        return  # refused before anything is written: never trained
+    genome = space.sample(np.random.default_rng(seed))
+    for resolution in resolutions:
+        repaired, _ = repair(genome, resolution)
+        assert conv_flops(repaired, resolution) > 0  # ConfigError if it cannot be built
+        assert max(repaired["conv_kernels"]) <= 2 * resolutions[0] - 1
 
 
 # ----------------------------------------------------- 3: user code that ends the process
