@@ -86,6 +86,11 @@ class FitnessResult:
         fields = _with_defaults(measured)
         return cls(val_accuracy=0.0, status=FAILED, reason=reason, failure=failure, **fields)
 
+    def measured(self) -> dict[str, Any]:
+        """What the evaluation measured (epochs, times, size, memory, repairs), in the form
+        :meth:`failed` and :meth:`succeeded` take it: to fail a result and keep its figures."""
+        return {name: getattr(self, name) for name in (*_NOTHING_MEASURED, "repairs")}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe builtins only (tuples become lists)."""
         # Field by field rather than dataclasses.asdict, whose deep copy was a tenth of the

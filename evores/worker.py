@@ -80,13 +80,13 @@ def _check_signature(spec: str, function: Callable[..., Any]) -> None:
         signature.bind(*_POSITIONAL, **dict.fromkeys(_KEYWORDS))
     except TypeError as error:
         raise ConfigError(
-            f"fitness.function {spec!r} cannot be called as {name_of(function)}"
+            f"fitness.function {spec!r} cannot be called as {_name_of(function)}"
             f"({', '.join(_POSITIONAL)}, *, {', '.join(_KEYWORDS)}) ({error}); give it "
             "evores.fitness.evaluate's signature, or (hparams, resolution, data, **options)"
         ) from None
 
 
-def name_of(function: Callable[..., Any]) -> str:
+def _name_of(function: Callable[..., Any]) -> str:
     return getattr(function, "__name__", type(function).__name__)
 
 
@@ -163,7 +163,7 @@ def _checked_accuracies(result: FitnessResult) -> FitnessResult:
             raise TypeError(
                 f"the fitness function's FitnessResult has {field} = {value!r}; give a float"
             )
-        measured = {f: getattr(result, f) for f in _MEASURED}
+        measured = result.measured()
         if not math.isfinite(value):
             reason = f"the fitness function reported {field} = {value}"
             return FitnessResult.failed(reason, FAILURE_NAN, **measured)
@@ -171,11 +171,6 @@ def _checked_accuracies(result: FitnessResult) -> FitnessResult:
             reason = _not_an_accuracy(f"reported {field} =", value)
             return FitnessResult.failed(reason, FAILURE_EXCEPTION, **measured)
     return result
-
-
-# What a user's FitnessResult measured, kept when it is turned into a failure.
-_MEASURED = ("epochs", "best_epoch", "wall_seconds", "seconds_per_epoch", "n_parameters",
-             "peak_memory_bytes", "images_per_second", "repairs")  # fmt: skip
 
 
 def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
@@ -308,6 +303,5 @@ def _within_budget(
     reason = (
         f"the fitness function took {wall_seconds:.1f} s, over train.max_seconds = {max_seconds:g}"
     )
-    measured = {f: getattr(result, f) for f in _MEASURED}
-    measured["wall_seconds"] = wall_seconds
+    measured = {**result.measured(), "wall_seconds": wall_seconds}
     return FitnessResult.failed(reason, FAILURE_BUDGET, **measured)
