@@ -405,12 +405,14 @@ def test_a_number_outside_zero_to_one_is_not_an_accuracy(value):
 
 @pytest.mark.parametrize(
     "given",
-    [FitnessResult.succeeded(5.0), FitnessResult.succeeded(0.5, test_accuracy=-1.0),
+    [FitnessResult.succeeded(5.0, epochs=3, repairs=["a note"]),
+     FitnessResult.succeeded(0.5, test_accuracy=-1.0),
      FitnessResult.succeeded(math.nan)],
 )  # fmt: skip
 def test_a_fitness_result_whose_accuracy_is_impossible_is_a_failure(given):
     result = result_from_user(given, wall_seconds=1.0)
     assert result.status == FAILED and result.val_accuracy == 0.0
+    assert result.measured() == given.measured()  # what it measured is kept
 
 
 def test_accuracies_of_zero_and_one_are_accuracies():
