@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -168,6 +169,7 @@ def open_cache(
             return read_cache(path)
         wanted = tuple(sorted(set(wanted) | set(stored_resolutions)))
         logger.info("rebuilding cache %s (source changed or resolutions missing)", path)
+    _check_writable(path.parent)  # before the scan, which can take long on a large folder
     _build(src, path, wanted, params, fingerprint, progress)
     return read_cache(path)
 
@@ -203,6 +205,20 @@ def _cache_path(cache_dir, name: str, params: dict) -> Path:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "dataset"
     return folder / f"{safe}-{params['filter']}-{params['crop']}-{digest}.h5"
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a cache folder that a build could not write its file into (a reused cache file
+    in a read-only folder is fine: only building needs this)."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".evores-probe.", suffix=".tmp")
+    except OSError as error:
+        raise DataError(
+            f"the dataset cache folder {str(folder)!r} is not writable ({error.strerror}) and "
+            "the cache must be built; set data.cache_dir or EVORES_CACHE_DIR to a writable folder"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _existing_resolutions(path: Path, params: dict) -> tuple[list[int], str] | None:
