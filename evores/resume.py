@@ -24,7 +24,7 @@ import logging
 import math
 from typing import Any
 
-from evores.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, RunDirectory
+from evores.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, PREVIOUS, RunDirectory
 from evores.errors import CheckpointError, ConfigError
 from evores.results import INTERRUPTED, KIND_FINAL, KIND_SEARCH, record_problems
 
@@ -51,6 +51,20 @@ def read_back(run_dir: RunDirectory, config: dict[str, Any]) -> tuple[dict | Non
     return checkpoint, records
 
 
+def check_config_early(run_dir: RunDirectory, config: dict[str, Any]) -> None:
+    """:func:`check_config_unchanged` against the newest checkpoint that parses, before the
+    dataset cache is opened (an edited ``[data]`` would otherwise build a cache first). Damage
+    is left to :func:`read_back`, which says what it does about it."""
+    for name in (CHECKPOINT, PREVIOUS):
+        try:
+            state = json.loads(run_dir.file(name).read_text(encoding="utf-8"))["state"]
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            continue
+        if isinstance(state, dict) and isinstance(state.get("config"), dict):
+            check_config_unchanged(state, config, quiet=True)
+        return
+
+
 def read_log(run_dir: RunDirectory) -> list[dict]:
     """The usable records of the log (what the summary and the plots are made from)."""
     return run_dir.read_records(check=record_problems)
@@ -67,7 +81,9 @@ def fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
     return {"config_fingerprint": hashlib.sha256(text.encode()).hexdigest(), "config": values}
 
 
-def check_config_unchanged(checkpoint: dict[str, Any], config: dict[str, Any]) -> None:
+def check_config_unchanged(
+    checkpoint: dict[str, Any], config: dict[str, Any], quiet: bool = False
+) -> None:
     """Refuse a resume whose configuration differs from the checkpoint's in a kept key.
 
     Keys only one side has are not compared: an evores that adds a key reads an earlier run's
@@ -75,7 +91,8 @@ def check_config_unchanged(checkpoint: dict[str, Any], config: dict[str, Any]) -
     """
     stored = checkpoint.get("config")
     if stored is None:
-        log.info("the checkpoint predates configuration fingerprints; %s is not compared", CONFIG)
+        if not quiet:
+            log.info("the checkpoint predates configuration fingerprints: %s not compared", CONFIG)
         return
     if fingerprinted(config)["config_fingerprint"] == checkpoint.get("config_fingerprint"):
         return
@@ -158,6 +175,10 @@ def state_problems(state: Any, config: dict[str, Any]) -> list[str]:
     problems = []
     if not _is_number(state.get("elapsed")) or state["elapsed"] < 0:
         problems.append(f"elapsed = {state.get('elapsed')!r} is not a number of seconds >= 0")
+    if "config" in state and not (
+        isinstance(state["config"], dict) and isinstance(state.get("config_fingerprint"), str)
+    ):
+        problems.append("config is not the record of a configuration")
     if "logged" in state and not (_is_int(state["logged"]) and state["logged"] >= 0):
         problems.append(f"logged = {_short(state['logged'])} is not a count of log lines")
     search = state.get("search")

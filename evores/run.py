@@ -18,6 +18,7 @@ from typing import Any
 from evores import config as configuration
 from evores.checkpoint import CONFIG, RunDirectory
 from evores.errors import CheckpointError, EvoresError
+from evores.resume import check_config_early
 from evores.rundir import out_path, run_directory
 from evores.slurm import EXIT_CHECKPOINTED
 from evores.stopping import RunStopped, StopRequest, ignore_stop_signals
@@ -103,6 +104,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
             )
     run_dir.claim(fresh=not args.resume)
     try:
+        if args.resume:
+            check_config_early(run_dir, config)  # before a changed [data] builds a cache
         cache = _check_environment(config)
         if not args.resume:
             run_dir.create(configuration.to_toml(config))

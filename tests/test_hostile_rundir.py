@@ -162,6 +162,17 @@ def test_an_edited_config_is_refused_naming_the_keys_and_resumable_keys_may_chan
     assert_same_result(run_dir, LEGACY / "sync-uninterrupted")
 
 
+def test_an_edited_data_section_is_refused_before_a_cache_is_built_for_it(cli, tmp_path):
+    private_cache = {"EVORES_CACHE_DIR": str(tmp_path / "cache")}
+    run_dir = stopped_run(cli, tmp_path / "run", env=private_cache)
+    built = sorted((tmp_path / "cache").glob("*.h5"))
+    config_file = run_dir / CONFIG
+    config_file.write_text(config_file.read_text().replace('"box"', '"bilinear"'))
+    last = assert_one_line_refusal(cli("--out", str(run_dir), "--resume", env=private_cache), "")
+    assert "data.filter ('box' -> 'bilinear')" in last
+    assert sorted((tmp_path / "cache").glob("*.h5")) == built
+
+
 # -- class 8: two runs racing for one directory -----------------------------------------------
 
 
