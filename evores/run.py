@@ -108,17 +108,21 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
             check_config_early(run_dir, config)  # before a changed [data] builds a cache
         cache = _check_environment(config)
         if not args.resume:
-            run_dir.create(configuration.to_toml(config))
-    except OSError as error:
-        run_dir.release()
-        raise CheckpointError(
-            f"cannot write the run directory {str(run_dir.path)!r} ({error.strerror}); "
-            "choose a writable --out"
-        ) from None
+            _write_config(run_dir, config)
     except BaseException:
         run_dir.release()
         raise
     return {"config": config, "run_dir": run_dir, "cache": cache}
+
+
+def _write_config(run_dir: RunDirectory, config: dict[str, Any]) -> None:
+    try:
+        run_dir.create(configuration.to_toml(config))
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write the run directory {str(run_dir.path)!r} ({error.strerror}); "
+            "choose a writable --out"
+        ) from None
 
 
 def _check_environment(config: dict[str, Any]):

@@ -38,9 +38,7 @@ def run_directory(out: Path | None, resume: bool) -> RunDirectory:
     """The run directory ``--out`` names (a new dated one for a fresh run without it)."""
     if out is None:
         if resume:
-            raise CheckpointError(
-                "--resume needs --out DIR naming the run directory to continue"
-            )
+            raise CheckpointError("--resume needs --out DIR naming the run directory to continue")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run_dir = RunDirectory(out)
     if run_dir.path.exists() and not run_dir.path.is_dir():

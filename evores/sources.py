@@ -117,6 +117,17 @@ def unusable_file(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
+def resolved(path: str | Path) -> Path:
+    """``path`` made absolute with its symlinks followed; a symlink loop is refused."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as error:  # RuntimeError: a loop, before Python 3.13
+        raise DataError(
+            f"dataset path {str(path)!r} cannot be resolved ({error}); set data.path to the "
+            "dataset itself, not to a symlink loop"
+        ) from None
+
+
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -178,7 +189,7 @@ class FolderSource(Source):
     """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
+        self.root = resolved(root)
         fix = "set data.path to a folder with one subfolder of images per class"
         if not self.root.is_dir():
             raise DataError(f"dataset folder {self.root} does not exist; {fix}")
@@ -286,7 +297,7 @@ class HDF5Source(Source):
     def __init__(self, path: str | Path):
         import h5py
 
-        self.path = Path(path).expanduser().resolve()
+        self.path = resolved(path)
         self.name = self.path.stem
         self.identity = f"hdf5:{self.path}"
         if not self.path.is_file():

@@ -86,6 +86,14 @@ def test_symlink_loops_and_dangling_symlinks_are_skipped_and_counted(tmp_path):
     assert cache.report["skipped"] == {"symlink loop": 1, "dangling symlink": 1}
 
 
+@pytest.mark.parametrize("name", ["data", "data.h5"])
+def test_a_dataset_path_that_is_a_symlink_loop_is_refused_in_one_line(tmp_path, name):
+    loop = tmp_path / name
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="symlink loop"):
+        open_source(loop)
+
+
 def test_a_fifo_named_like_an_image_is_skipped_not_read_forever(tmp_path):
     folder = image_folder(tmp_path / "data")
     os.mkfifo(folder / "a" / "pipe.png")
