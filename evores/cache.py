@@ -315,7 +315,8 @@ def _split_hint(mine: list[Item], items, split: str) -> str:
     lacks one only for want of (distinct) images, or where a given folder lacks the class."""
     given = {it.split for it in items} - {None}
     if split in given:
-        return f"add images of that class to the dataset's {split}/ folder"
+        folder = next(it.name.split("/")[0] for it in items if it.split == split)
+        return f"add images of that class to the dataset's {folder}/ folder"
     # A generated split draws all three splits, a given train/ folder train and validation.
     needed, place = (2, " in train/") if given else (3, "")
     pool = [it for it in mine if it.split in (None, "train")]

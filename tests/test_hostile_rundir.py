@@ -257,8 +257,8 @@ def test_float_keys_include_the_grace_period():
     assert "stop.grace_seconds" in _float_keys() and len(_float_keys()) >= 10
 
 
-def _colour_folder(root: Path, sizes: dict[str, list[int]]) -> Path:
-    rng = np.random.default_rng(0)
+def _colour_folder(root: Path, sizes: dict[str, list[int]], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
     for name, sides in sizes.items():
         (root / name).mkdir(parents=True)
         for i, side in enumerate(sides):
@@ -274,6 +274,16 @@ def test_a_class_with_one_image_gets_a_hint_that_can_help(tmp_path):
     message = str(refused.value)
     assert "fraction" not in message, message
     assert "'a'" in message and "1 usable image" in message and "at least 3" in message
+
+
+def test_a_class_missing_from_a_given_folder_gets_a_hint_that_can_help(tmp_path):
+    _colour_folder(tmp_path / "data" / "train", {"a": [8] * 4, "b": [8] * 4})
+    _colour_folder(tmp_path / "data" / "val", {"a": [8] * 2}, seed=1)
+    with pytest.raises(DataError) as refused:
+        open_cache(tmp_path / "data", [8], cache_dir=tmp_path / "cache")
+    message = str(refused.value)
+    assert "fraction" not in message and "'b'" in message, message
+    assert "add images of that class to the dataset's val/ folder" in message
 
 
 def test_one_pixel_images_get_a_hint_that_can_help(tmp_path):
