@@ -23,8 +23,9 @@ from PIL import Image
 
 from evores import config as configuration
 from evores.cache import open_cache, read_cache
-from evores.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, PREVIOUS
-from evores.errors import ConfigError, DataError
+from evores.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, LOCK, PREVIOUS, RunDirectory
+from evores.errors import CheckpointError, ConfigError, DataError
+from evores.results import INTERRUPTED, record_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / "tests" / "data" / "legacy-runs"
@@ -338,3 +339,41 @@ def test_non_finite_numbers_in_a_config_file_name_the_key(cli, tmp_path):
     result = cli("--config", str(config_file), "--out", str(tmp_path / "run"))
     assert_one_line_refusal(result, "stop.grace_seconds must be a finite number")
     assert not (tmp_path / "run").exists()
+
+
+# -- the schema and the claim, in process -----------------------------------------------------
+
+
+def test_the_record_schema_names_each_wrong_field():
+    record = json.loads((LEGACY / "sync-stopped" / EVALUATIONS).read_text().splitlines()[0])
+    assert record_problems(record) == []
+    damaged = {**record, "val_accuracy": "high", "key": [0, -1, 2], "status": "maybe"}
+    damaged["test_accuracy"] = float("nan")
+    problems = " | ".join(record_problems(damaged))
+    for field in ("val_accuracy", "key", "status", "test_accuracy"):
+        assert field in problems, problems
+    assert record_problems({**record, "epochs": True}) != []  # a bool is not an int
+    assert record_problems({"key": [0, 0, 0], "status": INTERRUPTED}) != []  # no task fields
+    assert record_problems([record]) != []
+
+
+def test_a_fresh_claim_refuses_a_directory_another_run_wrote_into(tmp_path):
+    run_dir = RunDirectory(tmp_path / "run")
+    run_dir.path.mkdir()
+    (run_dir.path / CONFIG).write_text("seed = 2\n")  # written after the emptiness check
+    with pytest.raises(CheckpointError, match="another run wrote config.toml"):
+        run_dir.claim(fresh=True)
+    assert not (run_dir.path / LOCK).exists()
+    assert (run_dir.path / CONFIG).read_text() == "seed = 2\n"
+
+
+def test_a_refused_run_removes_the_directory_it_claimed_and_only_that(tmp_path):
+    created = RunDirectory(tmp_path / "new")
+    created.claim(fresh=True)
+    created.release()
+    assert not created.path.exists()
+    existing = RunDirectory(tmp_path / "existing")
+    existing.path.mkdir()
+    existing.claim(fresh=True)
+    existing.release()
+    assert existing.path.is_dir() and not any(existing.path.iterdir())
