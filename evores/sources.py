@@ -333,10 +333,11 @@ class HDF5Source(Source):
             raise DataError(
                 f"HDF5 dataset {self.path} has images {images.dtype} {images.shape}; {fix}"
             )
-        if labels.shape[0] != images.shape[0] or images.shape[0] == 0:
+        if labels.ndim == 0 or labels.shape[0] != images.shape[0] or images.shape[0] == 0:
             raise DataError(
                 f"HDF5 dataset {self.path} has {images.shape[0]} images and "
-                f"{labels.shape[0]} labels; {fix} with the same non-zero N"
+                f"{labels.shape[0] if labels.ndim else 'scalar'} labels; {fix} with the same "
+                "non-zero N"
             )
 
     def _label_map(self, raw: np.ndarray, names: list[str] | None):

@@ -137,6 +137,11 @@ def test_an_hdf5_file_whose_images_is_a_group_is_refused_in_one_line(tmp_path):
         f.create_group("labels")
     with pytest.raises(DataError, match="'labels' is a group"):
         open_source(path)
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((2, 4, 4), np.uint8)
+        f["labels"] = 1  # a scalar, not one label per image
+    with pytest.raises(DataError, match="2 images and scalar labels"):
+        open_source(path)
 
 
 def _read_only_folder(tmp_path: Path) -> Path:
