@@ -197,8 +197,8 @@ def test_two_fresh_runs_racing_for_one_directory_leave_the_winners_config(cache_
             )  # fmt: skip
         )
         time.sleep(0.3)  # the second passes the emptiness check while the first prepares
-    outcomes = [(process.wait(timeout=300), process.stderr.read()) for process in started]
-    codes = [code for code, _ in outcomes]
+    outcomes = [(process.communicate(timeout=300)[1], process.returncode) for process in started]
+    codes = [code for _, code in outcomes]
     assert sorted(codes) == [0, 2], outcomes
     winner_seed = 1 + codes.index(0)
     assert configuration.load(run_dir / CONFIG)["seed"] == winner_seed
