@@ -139,7 +139,11 @@ def check_log_covers(run_dir: RunDirectory, checkpoint: dict[str, Any], records:
         wrong = [number for number, _, _ in run_dir.rejected if number <= logged]
         present = min(run_dir.n_logged, logged)
         if present < logged or wrong:
-            why = f"{len(wrong)} with wrong types" if wrong else "it was truncated or emptied"
+            why = (
+                f"damaged: {len(wrong)} record(s) with wrong types"
+                if wrong
+                else "truncated or emptied"
+            )
             _refuse_short_log(path, present - len(wrong), logged, "records", why)
         return
     search = checkpoint["search"]
@@ -148,20 +152,20 @@ def check_log_covers(run_dir: RunDirectory, checkpoint: dict[str, Any], records:
         for kind in (KIND_SEARCH, KIND_FINAL)
     }
     counted = {KIND_SEARCH: search["n_evaluations"], KIND_FINAL: len(search["final"])}
+    why = (
+        f"damaged: {len(run_dir.rejected)} record(s) with wrong types"
+        if run_dir.rejected
+        else "truncated or emptied"
+    )
     for kind, told in counted.items():
         if len(completed[kind]) < told:
-            why = (
-                f"{len(run_dir.rejected)} with wrong types"
-                if run_dir.rejected
-                else ("it was truncated or emptied")
-            )
             _refuse_short_log(path, len(completed[kind]), told, f"{kind} evaluations", why)
 
 
 def _refuse_short_log(path, present: int, counted: int, what: str, why: str) -> None:
     raise CheckpointError(
-        f"{path} holds {present} of the {counted} {what} that {CHECKPOINT} counts ({why}); "
-        "restore the log from a backup, or start a new run directory"
+        f"{path} holds {present} of the {counted} {what} that {CHECKPOINT} counts (the log was "
+        f"{why}); restore it from a backup, or start a new run directory"
     )
 
 
