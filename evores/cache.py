@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -61,6 +62,7 @@ FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 CROPS = ("centre", "squash", "pad")
 SPLITS = ("train", "val", "test", "train+val")
 FORMAT_VERSION = 1
+MIN_RESOLUTION = 2  # the smallest schedule.resolutions value the configuration accepts
 _RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in FILTERS}
 _BLOCK_ROWS = 256  # images buffered before a write to HDF5
 _CHUNK_BYTES = 1 << 20
@@ -168,6 +170,7 @@ def open_cache(
             return read_cache(path)
         wanted = tuple(sorted(set(wanted) | set(stored_resolutions)))
         logger.info("rebuilding cache %s (source changed or resolutions missing)", path)
+    _check_writable(path.parent)  # before the scan, which can take long on a large folder
     _build(src, path, wanted, params, fingerprint, progress)
     return read_cache(path)
 
@@ -203,6 +206,20 @@ def _cache_path(cache_dir, name: str, params: dict) -> Path:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "dataset"
     return folder / f"{safe}-{params['filter']}-{params['crop']}-{digest}.h5"
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a cache folder that a build could not write its file into (a reused cache file
+    in a read-only folder is fine: only building needs this)."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".evores-probe.", suffix=".tmp")
+    except OSError as error:
+        raise DataError(
+            f"the dataset cache folder {str(folder)!r} is not writable ({error.strerror}) and "
+            "the cache must be built; set data.cache_dir or EVORES_CACHE_DIR to a writable folder"
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _existing_resolutions(path: Path, params: dict) -> tuple[list[int], str] | None:
@@ -280,17 +297,39 @@ def _drop_leaks(items, splits: list) -> int:
     return dropped
 
 
-def _check_split_classes(labels, splits, class_names, where: str) -> None:
+def _check_split_classes(items, splits, class_names, where: str) -> None:
     for split in ("train", "val", "test"):
-        present = Counter(label for label, s in zip(labels, splits, strict=True) if s == split)
+        present = Counter(it.label for it, s in zip(items, splits, strict=True) if s == split)
         for label, name in enumerate(class_names):
             if present[label] == 0:
-                total = sum(1 for lab in labels if lab == label)
+                mine = [it for it in items if it.label == label]
                 raise DataError(
-                    f"class {name!r} of {where} has no image in the {split} split ({total} "
-                    "usable images in all); every class needs >= 1 image per split: add images "
-                    "of that class or raise data.val_fraction / data.test_fraction"
+                    f"class {name!r} of {where} has no image in the {split} split; "
+                    + _split_hint(mine, items, split)
                 )
+
+
+def _split_hint(mine: list[Item], items, split: str) -> str:
+    """What would give the class an image in ``split``. Never the split fractions: each split
+    takes at least one group of identical images per class whatever they are, so a class
+    lacks one only for want of (distinct) images, or where a given folder lacks the class."""
+    given = {it.split for it in items} - {None}
+    if split in given:
+        folder = next(it.name.split("/")[0] for it in items if it.split == split)
+        return f"add images of that class to the dataset's {folder}/ folder"
+    # A generated split draws all three splits, a given train/ folder train and validation.
+    needed, place = (2, " in train/") if given else (3, "")
+    pool = [it for it in mine if it.split in (None, "train")]
+    distinct = len({it.key for it in pool})
+    if len(pool) < needed:
+        return (
+            f"it has {len(pool)} usable image{'s' * (len(pool) != 1)}{place} and every class "
+            f"needs at least {needed} there (one per split drawn): add images of that class"
+        )
+    return (
+        f"its {len(pool)} usable images{place} hold only {distinct} distinct one(s) (identical "
+        f"copies stay in one split) and every class needs at least {needed}: add other images"
+    )
 
 
 # --- resizing --------------------------------------------------------------------------------
@@ -306,6 +345,11 @@ def _upscaled_counts(items, resolutions, crop: str, where: str) -> dict[int, int
     largest = int(sides.max())
     side_name = "long" if crop == "pad" else "short"
     for r in resolutions:
+        if r > largest and largest < MIN_RESOLUTION:
+            raise DataError(
+                f"every image of {where} is at most {largest} px on its {side_name} side, too "
+                f"small to train on: use a dataset whose images are at least {MIN_RESOLUTION} px"
+            )
         if r > largest:
             raise DataError(
                 f"every image of {where} would be upscaled to {r} px: largest image {side_name} "
@@ -389,13 +433,13 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
     splits, n_dropped = assign_splits(
         items, params["val_fraction"], params["test_fraction"], params["seed"]
     )
-    _check_split_classes([it.label for it in items], splits, source.class_names, where)
+    _check_split_classes(items, splits, source.class_names, where)
     order = [i for s in ("train", "val", "test") for i, sp in enumerate(splits) if sp == s]
     with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
         rows = _write_images(f, source, items, order, resolutions, params, scan, progress)
         kept = [(items[i], splits[i]) for i in rows]
         _check_split_classes(
-            [it.label for it, _ in kept], [s for _, s in kept], source.class_names, where
+            [it for it, _ in kept], [s for _, s in kept], source.class_names, where
         )
         _write_index(f, kept)
         report = _report(source, items, kept, scan, n_dropped, upscaled, started)

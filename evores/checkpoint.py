@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,13 @@ CHECKPOINT = "checkpoint.json"
 PREVIOUS = "checkpoint.prev.json"
 SUMMARY = "summary.json"
 LOCK = "lock.json"
+REJECTED = "evaluations.rejected.jsonl"  # log records a resume found unusable, set aside
+
+# What evores.atomic names a temporary file: "." + the target's name + 8 random characters.
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+# A check of what is read back: the problems that make it unusable (none: it is usable).
+Check = Callable[[Any], list[str]]
 
 
 class RunDirectory:
@@ -37,12 +46,16 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.rejected: list[tuple[int, str, list[str]]] = []  # (line, text, problems)
+        self.n_logged = 0  # complete lines in the log, as last read plus appended since
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     def is_empty(self) -> bool:
-        return not self.path.exists() or not any(self.path.iterdir())
+        """Whether no run has written anything here (a lock alone: its run has not yet, and
+        :meth:`claim` tells whether it is alive)."""
+        return not self.path.exists() or all(p.name == LOCK for p in self.path.iterdir())
 
     def has_run(self) -> bool:
         return self.file(CONFIG).is_file()
@@ -59,27 +72,62 @@ class RunDirectory:
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
         with self.file(EVALUATIONS).open("a", encoding="utf-8") as stream:
             stream.write(line + "\n")
+        self.n_logged += 1
 
-    def read_records(self) -> list[dict[str, Any]]:
-        """Every complete record of the evaluation log; a torn last line is skipped."""
+    def read_records(self, check: Check | None = None) -> list[dict[str, Any]]:
+        """Every complete record of the evaluation log; a torn last line is skipped. With
+        ``check``, records it finds problems with are skipped too, and listed in
+        :attr:`rejected` (see :meth:`set_aside_rejected`)."""
         path = self.file(EVALUATIONS)
+        self.rejected, self.n_logged = [], 0
         if not path.exists():
             return []
         records = []
         lines = path.read_text(encoding="utf-8").splitlines()
+        self.n_logged = len(lines)
         for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
+                problems = check(record) if check is not None else []
+                if problems:
+                    self.rejected.append((number, line, problems))
+                else:
+                    records.append(record)
             except json.JSONDecodeError:
                 if number == len(lines):
                     log.warning("%s: skipping a truncated last line (a crash mid-write)", path)
+                    self.n_logged -= 1
                     self._drop_torn_tail(path, lines[:-1])
                 else:
                     raise CheckpointError(
                         f"{path} line {number} is not JSON; the log is damaged beyond its last "
                         "line: restore it from a backup or start a new run directory"
                     ) from None
+        if self.rejected:
+            number, _, problems = self.rejected[0]
+            log.warning(
+                "%s: skipping %d record(s) with wrong types or values (line %d: %s)",
+                path, len(self.rejected), number, "; ".join(problems),
+            )  # fmt: skip
         return records
+
+    def set_aside_rejected(self) -> None:
+        """Move the records :meth:`read_records` rejected from the log to ``REJECTED``, so the
+        log holds only usable records (their evaluations are run again)."""
+        if not self.rejected:
+            return
+        numbers = {number for number, _, _ in self.rejected}
+        with self.file(REJECTED).open("a", encoding="utf-8") as stream:
+            stream.writelines(line + "\n" for _, line, _ in self.rejected)
+        lines = self.file(EVALUATIONS).read_text(encoding="utf-8").splitlines()
+        kept = [line for number, line in enumerate(lines, 1) if number not in numbers]
+        write_text(self.file(EVALUATIONS), "".join(line + "\n" for line in kept))
+        self.n_logged = len(kept)
+        log.warning(
+            "set aside %d unusable record(s) in %s; their evaluations run again",
+            len(self.rejected), self.file(REJECTED),
+        )  # fmt: skip
+        self.rejected = []
 
     @staticmethod
     def _drop_torn_tail(path: Path, good_lines: list[str]) -> None:
@@ -100,8 +148,10 @@ class RunDirectory:
             with path.open("rb") as stream:
                 os.fsync(stream.fileno())
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The newest readable checkpoint's state, or None when the run has none yet."""
+    def load_checkpoint(self, check: Check | None = None) -> dict[str, Any] | None:
+        """The newest readable checkpoint's state, or None when the run has none yet. A
+        checkpoint that is not JSON, or whose state ``check`` finds problems with, is passed
+        over for the previous one."""
         problems = []
         for name in (CHECKPOINT, PREVIOUS):
             path = self.file(name)
@@ -121,6 +171,12 @@ class RunDirectory:
                     f"{path} was written by an incompatible evores (checkpoint format {version}, "
                     f"this version reads {FORMAT}); resume it with that version or start anew"
                 )
+            wrong = check(state) if check is not None else []
+            if wrong:
+                problems.append(f"{path} is unusable ({'; '.join(wrong)})")
+                if name == CHECKPOINT:
+                    log.warning("%s is unusable (%s); falling back to %s", path, wrong[0], PREVIOUS)
+                continue
             return state
         if problems:
             raise CheckpointError("; ".join(problems) + "; no usable checkpoint to resume from")
@@ -155,6 +211,49 @@ class RunDirectory:
             self._locked = True
             return
         raise CheckpointError(f"could not lock {path}: another run keeps creating it")
+
+    def claim(self, fresh: bool) -> None:
+        """Create the directory and lock it before anything else is written to it; for a fresh
+        run, refuse a directory that is not empty once locked (another run may have written
+        into it since it was checked); on resume, remove the temporary files a killed run left.
+        """
+        self._created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
+        except OSError as error:
+            raise CheckpointError(
+                f"cannot write the run directory {str(self.path)!r} ({error.strerror}); "
+                "choose a writable --out"
+            ) from None
+        others = [p.name for p in self.path.iterdir() if p.name != LOCK]
+        if fresh and others:
+            self.unlock()
+            raise CheckpointError(
+                f"run directory {str(self.path)!r} is not empty (another run wrote {others[0]} "
+                "into it); pass --resume to continue that run, or choose a new --out"
+            )
+        if not fresh:
+            self.remove_stale_temporaries()
+
+    def release(self) -> None:
+        """Unlock, and remove the directory again when :meth:`claim` created it and it is still
+        empty (a run refused after claiming leaves nothing behind)."""
+        self.unlock()
+        if not getattr(self, "_created", False):
+            return
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass  # not empty: a run's files are there
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporary files of whole-file writes a killed process left (only call
+        while holding the lock: no other process of this run can be writing one)."""
+        for path in self.path.iterdir():
+            if _TEMPORARY.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                log.info("removed %s, left by a run that was killed while writing it", path.name)
 
     def unlock(self) -> None:
         """Release the lock taken by :meth:`lock` (harmless when it was not taken)."""

@@ -8,6 +8,7 @@ resumed run reads back.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 import logging
@@ -144,6 +145,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} {problem}; give the path of a TOML file")
     try:
         with path.open("rb") as handle:
+            if handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+                raise ConfigError(
+                    f"config file {str(path)!r} starts with a UTF-8 byte-order mark (BOM), which "
+                    "TOML does not allow; save it as UTF-8 without BOM"
+                )
+            handle.seek(0)
             return tomllib.load(handle)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(
@@ -226,6 +233,11 @@ def _checked_type(name: str, default: Any, value: Any) -> Any:
     if isinstance(default, list) and ok:
         element = str if strings else (int, float)
         ok = all(isinstance(v, element) and not isinstance(v, bool) for v in value)
+    numbers = value if isinstance(value, list) else [value]
+    if ok and any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise ConfigError(
+            f"{name} must be a finite number, got {value!r}; e.g. {name} = {to_toml_value(default)}"
+        )
     if not ok:
         expected = type(default).__name__
         if isinstance(default, list):

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from evores import progress, report
+from evores import progress, report, resume, rundir
 from evores.checkpoint import RunDirectory
 from evores.evaluators import Evaluator
 from evores.ladder import FINAL, SEARCH
@@ -58,6 +58,7 @@ class Driver:
         self.last_checkpoint = time.monotonic()
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
+        self.config_record = resume.fingerprinted(config)  # stored in every checkpoint
 
     def elapsed(self) -> float:
         """Seconds of run time, summed over every process that worked on this run."""
@@ -65,11 +66,12 @@ class Driver:
 
     def run(self) -> dict[str, Any]:
         """Run the search to its end; the summary, also written with the plots."""
-        checkpoint = self.run_dir.load_checkpoint()
+        checkpoint, records = resume.read_back(self.run_dir, self.config)
         state = checkpoint["search"] if checkpoint else None
         asynchronous = self.config["search"]["asynchronous"]
         search = (SteadyStateSearch if asynchronous else LadderSearch)(self.config, state)
-        logged = {tuple(record["key"]): record for record in self.run_dir.read_records()}
+        logged = {tuple(record["key"]): record for record in records}
+        self.cache = rundir.keep_data_report(self.run_dir, self.cache)
         if checkpoint:
             self.elapsed_before = checkpoint["elapsed"]
             log.info("%s", progress.resume_line(search.progress(), len(logged)))
@@ -80,7 +82,7 @@ class Driver:
         return self._report(search)
 
     def _report(self, search: Search) -> dict[str, Any]:
-        records = self.run_dir.read_records()
+        records = resume.read_log(self.run_dir)
         view = search.progress()
         summary = report.summary(
             self.config, view, search.winner(), records, self.cache, self.elapsed()
@@ -90,7 +92,8 @@ class Driver:
         return summary
 
     def _checkpoint(self, search: Search) -> None:
-        self.run_dir.save_checkpoint({"search": search.state, "elapsed": self.elapsed()})
+        state = {"search": search.state, "elapsed": self.elapsed(), "logged": self.run_dir.n_logged}
+        self.run_dir.save_checkpoint({**state, **self.config_record})
         self.last_checkpoint = time.monotonic()
 
     def _log(self, task: Task, result: dict[str, Any], logged: Logged) -> None:

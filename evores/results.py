@@ -15,6 +15,9 @@ torch nor MPI: the driver, the search and the report read it without paying for 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
@@ -225,3 +228,61 @@ def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord
         record["elite_of"] = task["elite_of"]
     record.update(result)  # type: ignore[typeddict-item]
     return record
+
+
+# What a record read back from the log must hold: the task's fields (an interrupted record has
+# nothing else), and a score when the evaluation completed.
+_RECORD_REQUIRED = ("key", "kind", "hparams", "resolution", "seed", "status")
+_RECORD_VALUES = {"kind": (KIND_SEARCH, KIND_FINAL), "status": (OK, FAILED, INTERRUPTED)}
+
+
+def record_problems(record: Any) -> list[str]:
+    """What makes ``record``, read back from ``evaluations.jsonl``, unusable: each present
+    field of :class:`LogRecord` must have its declared type (numbers finite), the task's
+    fields must be there, ``key`` must be three non-negative ints. Empty when it is usable.
+    Unknown fields are allowed: a later evores may log more."""
+    if not isinstance(record, dict):
+        return [f"a record must be a JSON object, got {type(record).__name__}"]
+    required = _RECORD_REQUIRED
+    if record.get("status") in (OK, FAILED):
+        required += ("val_accuracy",)
+    problems = [f"{name} is missing" for name in required if name not in record]
+    hints = typing.get_type_hints(LogRecord)
+    for name, value in record.items():
+        if name in hints and not _has_type(value, hints[name]):
+            problems.append(f"{name} = {value!r} is not {_type_name(hints[name])}")
+    for name, allowed in _RECORD_VALUES.items():
+        if name in record and record[name] not in allowed:
+            problems.append(f"{name} = {record[name]!r} is none of {list(allowed)}")
+    key = record.get("key")
+    positions = isinstance(key, list) and len(key) == 3
+    if isinstance(key, list) and not (positions and all(_has_type(k, int) and k >= 0 for k in key)):
+        problems.append(f"key = {key!r} is not [stage, generation, index]")
+    return problems
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (parsed JSON) is of the annotated type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            return False
+        if origin is list and args:
+            return all(_has_type(v, args[0]) for v in value)
+        return True
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    name = getattr(hint, "__name__", None)
+    return f"a {name}" if name and not typing.get_args(hint) else f"of type {hint}"

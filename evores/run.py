@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from evores import config as configuration
 from evores.checkpoint import CONFIG, RunDirectory
 from evores.errors import CheckpointError, EvoresError
 from evores.outcome import conclude
+from evores.resume import check_config_early
+from evores.rundir import out_path, run_directory
 from evores.slurm import EXIT_CHECKPOINTED
 from evores.stopping import RunStopped, StopRequest, ignore_stop_signals
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolve CNN hyperparameters with fitness scored on downsampled images.",
     )
     parser.add_argument("--config", type=Path, help="TOML file (default: the embedded run)")
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/<date-time>)")
+    parser.add_argument("--out", type=out_path, help="run directory (default: runs/<date-time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -90,12 +91,9 @@ def _fail(error: Exception | str) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything a user can get wrong is checked here, before the run directory is touched."""
-    run_dir = RunDirectory(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    if run_dir.path.exists() and not run_dir.path.is_dir():
-        raise CheckpointError(
-            f"--out {str(run_dir.path)!r} is a file, not a directory; choose a directory"
-        )
+    """Everything a user can get wrong is checked here; the run directory is claimed (created
+    and locked) before anything is written into it, and released again on a refusal."""
+    run_dir = run_directory(args.out, args.resume)
     if args.resume:
         config = _resumed_config(args, run_dir)
     else:
@@ -105,6 +103,31 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
                 f"run directory {str(run_dir.path)!r} is not empty; pass --resume to continue "
                 "that run, or choose a new --out"
             )
+    run_dir.claim(fresh=not args.resume)
+    try:
+        if args.resume:
+            check_config_early(run_dir, config)  # before a changed [data] builds a cache
+        cache = _check_environment(config)
+        if not args.resume:
+            _write_config(run_dir, config)
+    except BaseException:
+        run_dir.release()
+        raise
+    return {"config": config, "run_dir": run_dir, "cache": cache}
+
+
+def _write_config(run_dir: RunDirectory, config: dict[str, Any]) -> None:
+    try:
+        run_dir.create(configuration.to_toml(config))
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write the run directory {str(run_dir.path)!r} ({error.strerror}); "
+            "choose a writable --out"
+        ) from None
+
+
+def _check_environment(config: dict[str, Any]):
+    """The job, the device, the dataset and the fitness function the run needs; the cache."""
     _set_threads(config, workers=1)
     from evores.slurm import SlurmEnvironment
 
@@ -117,16 +140,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
     if config["fitness"]["function"]:
         load_function(config["fitness"]["function"])
-    try:
-        if not args.resume:
-            run_dir.create(configuration.to_toml(config))
-        run_dir.lock()
-    except OSError as error:
-        raise CheckpointError(
-            f"cannot write the run directory {str(run_dir.path)!r} ({error.strerror}); "
-            "choose a writable --out"
-        ) from None
-    return {"config": config, "run_dir": run_dir, "cache": cache}
+    return cache
 
 
 def _resumed_config(args: argparse.Namespace, run_dir: RunDirectory) -> dict[str, Any]:

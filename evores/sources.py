@@ -15,10 +15,13 @@ black, the colour the cache pads with). Unreadable files are skipped and counted
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
 import os
+import stat
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,8 +42,12 @@ SPLIT_DIRS = ("train", "val", "test")
 TORCHVISION_SETS = ("cifar10", "stl10", "flowers102")
 MAX_SKIP_EXAMPLES = 20
 
-# Decoding errors Pillow raises for corrupt or truncated files.
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError)
+# What Pillow raises for an image whose header declares more than Image.MAX_IMAGE_PIXELS
+# pixels (the warning is made an error by open_image: decoding one could exhaust the memory).
+TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+TOO_LARGE_REASON = "too large (over PIL.Image.MAX_IMAGE_PIXELS)"
+# Decoding errors Pillow raises for corrupt, truncated or oversized files.
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, *TOO_LARGE)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,40 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def open_image(file) -> Image.Image:
+    """``Image.open`` refusing every decompression bomb: Pillow only warns below twice its
+    pixel limit, and such an image would still be decoded whole when the cache is built."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(file)
+
+
+def unusable_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image file (a reason for the report), or None.
+
+    A FIFO or device named like an image would block or never end when read; a symlink loop
+    or a dangling symlink cannot be opened at all.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if path.is_symlink():
+            return "symlink loop" if error.errno == errno.ELOOP else "dangling symlink"
+        return f"unreadable ({type(error).__name__})"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def resolved(path: str | Path) -> Path:
+    """``path`` made absolute with its symlinks followed; a symlink loop is refused."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as error:  # RuntimeError: a loop, before Python 3.13
+        raise DataError(
+            f"dataset path {str(path)!r} cannot be resolved ({error}); set data.path to the "
+            "dataset itself, not to a symlink loop"
+        ) from None
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:
@@ -148,7 +189,7 @@ class FolderSource(Source):
     """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
+        self.root = resolved(root)
         fix = "set data.path to a folder with one subfolder of images per class"
         if not self.root.is_dir():
             raise DataError(f"dataset folder {self.root} does not exist; {fix}")
@@ -188,10 +229,12 @@ class FolderSource(Source):
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for _, _, path in self._class_files():
-            st = path.stat()
-            digest.update(
-                f"{path.relative_to(self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
-            )
+            try:
+                st = path.stat()
+                state = f"{st.st_size}\0{st.st_mtime_ns}"
+            except OSError as error:  # the scan skips it; a repaired link changes the digest
+                state = f"error {error.errno}"
+            digest.update(f"{path.relative_to(self.root)}\0{state}\n".encode())
         return digest.hexdigest()
 
     def scan(self, report: ScanReport) -> list[Item]:
@@ -209,10 +252,17 @@ class FolderSource(Source):
 
     @staticmethod
     def _scan_file(path, name, label, split, index, report) -> Item | None:
+        problem = unusable_file(path)
+        if problem is not None:
+            report.skip(name, problem)
+            return None
         try:
             data = path.read_bytes()
-            with Image.open(io.BytesIO(data)) as image:
+            with open_image(io.BytesIO(data)) as image:
                 size = _display_size(image)
+        except TOO_LARGE:
+            report.skip(name, TOO_LARGE_REASON)
+            return None
         except DECODE_ERRORS as exc:
             report.skip(name, f"unreadable ({type(exc).__name__})")
             return None
@@ -233,7 +283,7 @@ class FolderSource(Source):
             )
 
     def open(self, item: Item) -> Image.Image:
-        return Image.open(self.root / item.name)
+        return open_image(self.root / item.name)
 
 
 class HDF5Source(Source):
@@ -247,7 +297,7 @@ class HDF5Source(Source):
     def __init__(self, path: str | Path):
         import h5py
 
-        self.path = Path(path).expanduser().resolve()
+        self.path = resolved(path)
         self.name = self.path.stem
         self.identity = f"hdf5:{self.path}"
         if not self.path.is_file():
@@ -264,19 +314,30 @@ class HDF5Source(Source):
             raise DataError(f"HDF5 dataset {self.path} has a single class; need at least 2")
 
     def _check_layout(self, f) -> None:
+        import h5py
+
         fix = "it needs datasets 'images' (N,H,W) or (N,H,W,C) uint8 and 'labels' (N,) int"
+        if "format_version" in f.attrs and "params" in f.attrs and "fingerprint" in f.attrs:
+            raise DataError(
+                f"HDF5 dataset {self.path} is an evores cache file (of {f.attrs.get('source')}); "
+                "set data.path to the dataset it was built from, not to its cache"
+            )
         if "images" not in f or "labels" not in f:
             raise DataError(f"HDF5 dataset {self.path} lacks 'images' or 'labels'; {fix}")
+        for name in ("images", "labels"):
+            if not isinstance(f[name], h5py.Dataset):
+                raise DataError(f"HDF5 dataset {self.path}: {name!r} is a group; {fix}")
         images, labels = f["images"], f["labels"]
         ok_shape = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3, 4))
         if images.dtype != np.uint8 or not ok_shape:
             raise DataError(
                 f"HDF5 dataset {self.path} has images {images.dtype} {images.shape}; {fix}"
             )
-        if labels.shape[0] != images.shape[0] or images.shape[0] == 0:
+        if labels.ndim == 0 or labels.shape[0] != images.shape[0] or images.shape[0] == 0:
             raise DataError(
                 f"HDF5 dataset {self.path} has {images.shape[0]} images and "
-                f"{labels.shape[0]} labels; {fix} with the same non-zero N"
+                f"{labels.shape[0] if labels.ndim else 'scalar'} labels; {fix} with the same "
+                "non-zero N"
             )
 
     def _label_map(self, raw: np.ndarray, names: list[str] | None):
