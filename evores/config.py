@@ -71,17 +71,23 @@ DEFAULTS: dict[str, Any] = {
         "mutation_sigma": 0.15,
         "asynchronous": False,
     },
+    # The default budget is counted in epochs, so a result never depends on how loaded the
+    # machine is; max_seconds is an explicit wall-clock safety net (0 = none). One thread per
+    # rank gives the same evaluations whatever the number of ranks (BLAS splits reductions by
+    # thread); 0 = the node's cores shared by its ranks, faster but rank-count dependent.
     "train": {
         "max_epochs": 10,
         "patience": 5,
-        "max_seconds": 60.0,
+        "max_seconds": 0.0,
         "device": "auto",
-        "threads": 0,
+        "threads": 1,
     },
     "fitness": {"function": ""},
     # How a run stops early (walltime warning, preemption, Ctrl-C): evaluations still running
     # get this long to finish before they are abandoned and re-run on --resume.
     "stop": {"grace_seconds": 60.0},
+    # What a run shows while it goes, besides its log lines, plots and provisional summary.
+    "report": {"tensorboard": False},
 }
 
 # The [slurm] section: what `python -m evores.slurm` turns into #SBATCH flags (evores.sbatch),

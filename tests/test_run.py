@@ -127,7 +127,9 @@ def test_resumed_run_equals_uninterrupted(cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.mpi
 def test_mpi_run_equals_serial_run(cli, tmp_path, tiny_run):
+    # With the default train.threads (TINY_RUN does not pin it), as the README promises.
     require_mpiexec()
+    assert not any(item.startswith("train.threads") for item in TINY_RUN)
     serial_dir, _ = tiny_run
     mpi_dir = tmp_path / "mpi"
     result = cli("--out", str(mpi_dir), overrides=TINY_RUN, mpi_ranks=3)
