@@ -257,6 +257,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"stop.grace_seconds must be >= 0, got {config['stop']['grace_seconds']}")
     _check_slurm(config["slurm"])
     _check_walltime(config)
+    _check_report(config["report"])
     from evores.space import SearchSpace
 
     config[_SPACE_SECTION] = SearchSpace.from_dict(config[_SPACE_SECTION]).to_dict()
@@ -440,6 +441,16 @@ def _check_train(train: dict[str, Any]) -> None:
         )
     if train["threads"] < 0:
         raise ConfigError(f"train.threads must be >= 0 (0 = automatic), got {train['threads']}")
+
+
+def _check_report(section: dict[str, Any]) -> None:
+    import importlib.util
+
+    if section["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "report.tensorboard = true needs the tensorboard package; "
+            "pip install 'evores[tensorboard]' or set report.tensorboard = false"
+        )
 
 
 def _check_fitness(fitness: dict[str, Any]) -> None:

@@ -271,10 +271,12 @@ def summary(
     records: list[dict[str, Any]],
     cache: Any,
     wall_seconds: float,
+    provisional: bool = False,
 ) -> dict[str, Any]:
     """``summary.json``: the winner, the stages and transitions, the failures by type, and
     what produced it (seed, strategy, data, version). ``cache`` is the run's dataset cache
-    (its ``class_names`` and build ``report``)."""
+    (its ``class_names`` and build ``report``). ``provisional``: written while the run goes
+    (at a stage change, or when it stops), so the winner and test accuracy are not in yet."""
     failed = [r for r in completed(records) if r["status"] == FAILED]
     failures = Counter(r.get("failure") or "unknown" for r in failed)
     return {
@@ -298,6 +300,7 @@ def summary(
         },
         "plots": dict(PLOTS),
         "evores_version": __version__,
+        "provisional": provisional,
     }
 
 

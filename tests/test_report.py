@@ -1,5 +1,5 @@
-"""Tests for evores.report and evores.progress: the progress lines, the ETA, completed records,
-and that the plots get written (atomically)."""
+"""Tests for evores.report: the progress line's text, completed records, the plots (written
+atomically, readable at a glance) and the provisional summary."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from evores import report
-from evores.ladder import FINAL, SEARCH, Progress
-from evores.progress import generation_line, remaining_seconds
 from evores.report import (
     completed,
     format_progress,
@@ -42,35 +40,6 @@ def test_format_progress_unknowns_and_long_durations():
     line = format_progress(1, 1, 32, 0, 10, None, None, 7265.0, None)
     assert line == "stage 1/1  32 px  evals 0/10  best -  median -  elapsed 2h01m  eta ?"
     assert format_progress(1, 2, 16, 3, 8, 0.5, 0.5, 5.4, 0.0).endswith("elapsed 5s  eta 0s")
-
-
-def view(**fields) -> Progress:
-    defaults = dict(
-        phase=SEARCH, stage=0, resolutions=(16, 32), budgets=(10, 10), n_evaluations=0,
-        stage_used=0, stage_started=0.0, stage_scores=(), stages=(), transitions=(), final=(),
-    )  # fmt: skip
-    return Progress(**{**defaults, **fields})
-
-
-def test_the_eta_scales_this_stages_pace_by_pixel_count():
-    assert remaining_seconds(view(), elapsed=30.0) is None  # nothing done yet
-    # 5 evaluations in 50 s: 5 more at 10 s, then 10 at four times the pixels.
-    halfway = view(n_evaluations=5, stage_used=5)
-    assert remaining_seconds(halfway, elapsed=50.0) == pytest.approx(5 * 10 + 10 * 40)
-    assert remaining_seconds(halfway, elapsed=50.0, just_done=5) == pytest.approx(10 * 20)
-    last = view(stage=1, n_evaluations=15, stage_used=5, stage_started=100.0)
-    assert remaining_seconds(last, elapsed=150.0) == pytest.approx(5 * 10)
-
-
-def test_a_generation_line_counts_the_results_not_yet_told():
-    progress = view(n_evaluations=2, stage_used=2, stage_scores=(0.2, 0.8), stage_started=0.0)
-    results = [{"status": "ok", "val_accuracy": 0.4}, {"status": "failed", "val_accuracy": 0.0}]
-    line = generation_line(progress, [{}, {}], results, elapsed=40.0)
-    assert line == (
-        "stage 1/2  16 px  evals 4/20  best 0.800  median 0.400  elapsed 40s  eta 7m40s  (1 failed)"
-    )
-    final = generation_line(view(phase=FINAL, stage=1), [], [], elapsed=1.0)
-    assert final == "final retraining at 32 px: test accuracies []"
 
 
 def test_completed_keeps_the_latest_finished_record_of_each_evaluation():
