@@ -181,3 +181,52 @@ def test_plotting_leaves_no_pyplot_state_and_import_is_light(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert_png(tmp_path / "x.png")
+
+
+# --- what the progress plots look like -------------------------------------------------------
+
+
+def short_run(seconds_per_evaluation: float = 1.0) -> dict:
+    """A 20-second run whose first two stages are one evaluation each (the labels crowd)."""
+    records = [
+        {"stage": stage, "resolution": resolution, "elapsed": (n + 1) * seconds_per_evaluation,
+         "status": "ok", "val_accuracy": 0.5, "kind": "search"}
+        for n, (stage, resolution) in enumerate([(0, 16), (1, 32)] + [(2, 64)] * 18)
+    ]  # fmt: skip
+    return progress_series(records)
+
+
+def test_a_short_run_is_plotted_in_seconds_a_long_one_in_minutes_or_hours():
+    assert report.time_unit(20.0) == ("seconds", 1.0)
+    assert report.time_unit(300.0) == ("minutes", 60.0)
+    assert report.time_unit(3 * 3600.0) == ("hours", 3600.0)
+    fig = report.progress_figure(short_run(), on_time=True)
+    assert fig.axes[0].get_xlabel() == "wall time (seconds)"
+
+
+def test_evaluation_ticks_are_whole_numbers():
+    fig = report.progress_figure(short_run(), on_time=False)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_stage_labels_of_short_stages_do_not_overlap():
+    for on_time in (False, True):
+        fig = report.progress_figure(short_run(), on_time)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [text.get_window_extent(renderer) for text in fig.axes[0].texts]
+        assert len(boxes) == 3
+        for i, box in enumerate(boxes):
+            assert not any(box.overlaps(other) for other in boxes[i + 1 :])
+
+
+def test_the_best_line_is_drawn_over_the_median():
+    # A constant stage: best and median coincide, and the best must stay visible.
+    ax = report.progress_figure(short_run(), on_time=False).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    best, middle = lines["best in stage"], lines["median in stage"]
+    assert best.get_zorder() > middle.get_zorder()
+    assert best.get_linewidth() > middle.get_linewidth()
