@@ -4,6 +4,8 @@ run on the embedded data."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -84,3 +86,13 @@ def test_the_planner_refuses_in_one_line(cache_dir):
         assert result.returncode == 2, result.stderr
         assert "this machine has none to measure on" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_the_readmes_planner_example_runs(cache_dir):
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    [line] = [ln for b in blocks for ln in b.splitlines() if ln.startswith("python -m evores.plan")]
+    result = run_plan(cache_dir, *shlex.split(line)[3:])
+    assert result.returncode == 0, result.stderr
+    assert "expected wall time with 2 worker(s)" in result.stdout
+    assert "#SBATCH --time=" in result.stdout
