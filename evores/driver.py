@@ -93,8 +93,10 @@ class Driver:
         )
         self.run_dir.write_summary(summary)
         report.plot_run(self.run_dir.path, records, view.transitions)
-        if self.scalars:
-            self.scalars.flush() if provisional else self.scalars.close()
+        if self.scalars and provisional:
+            self.scalars.flush()
+        elif self.scalars:
+            self.scalars.close()
         return summary
 
     def _report_so_far(self, search: Search) -> None:
