@@ -29,7 +29,7 @@ EMBEDDED = "embedded"
 EMBEDDED_SCHEDULE = {"resolutions": [16, 32, 64], "evaluations": [24, 16, 8]}
 DEFAULT_SCHEDULE = {"resolutions": [32, 64, 128], "evaluations": [750, 500, 250]}
 # ... and its search ranges are cut to networks that train in seconds on a CPU (measured: the
-# default run takes about 8 minutes on 2 cores; with the full ranges below, over 50). Only the
+# default run takes about 6 minutes on 2 cores; with the full ranges below, over 50). Only the
 # ranges a user leaves unset are cut.
 EMBEDDED_SPACE = {
     "conv_layers": [1, 4],
