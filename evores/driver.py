@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from evores import progress, report, tensorboard
+from evores.atomic import write_json
 from evores.checkpoint import RunDirectory
 from evores.evaluators import Evaluator
 from evores.ladder import FINAL, SEARCH
@@ -91,7 +92,13 @@ class Driver:
         summary = report.summary(
             self.config, view, search.winner(), records, self.cache, self.elapsed(), provisional
         )
-        self.run_dir.write_summary(summary)
+        # summary.json itself means "finished" (the batch scripts requeue until it exists).
+        provisional_path = self.run_dir.file(report.PROVISIONAL_SUMMARY)
+        if provisional:
+            write_json(provisional_path, summary)
+        else:
+            self.run_dir.write_summary(summary)
+            provisional_path.unlink(missing_ok=True)
         report.plot_run(self.run_dir.path, records, view.transitions)
         if self.scalars and provisional:
             self.scalars.flush()

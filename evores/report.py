@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLOTS",
+    "PROVISIONAL_SUMMARY",
     "completed",
     "format_progress",
     "plot_elites",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 _DPI = 100
+
+# The summary written while a run goes (at a stage change, when it stops); summary.json is
+# written once, when the run has ended.
+PROVISIONAL_SUMMARY = "summary.provisional.json"
 
 # The plots of a run directory, by what they show.
 PLOTS = {

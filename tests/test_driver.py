@@ -16,7 +16,7 @@ from evores import config as configuration
 from evores.checkpoint import RunDirectory
 from evores.driver import Driver
 from evores.evaluators import SerialEvaluator
-from evores.report import PLOTS, median
+from evores.report import PLOTS, PROVISIONAL_SUMMARY, median
 from evores.results import INTERRUPTED, OK, FitnessResult
 from evores.stopping import RunInterrupted, RunStopped, StopRequest
 
@@ -243,14 +243,18 @@ def test_a_provisional_summary_and_plots_are_written_at_a_stage_change(tmp_path,
 
     def work(task: dict) -> dict:
         if task["key"][0] == 1 and not seen:  # the first task of the second stage
-            seen.update(json.loads((tmp_path / "summary.json").read_text()))
+            seen.update(json.loads((tmp_path / PROVISIONAL_SUMMARY).read_text()))
             seen["plots"] = [(tmp_path / name).is_file() for name in PLOTS.values()]
+            seen["finished"] = (tmp_path / "summary.json").exists()
         return toy_work(task)
 
     final = drive(make_config(mode), tmp_path, work)
     assert seen["provisional"] is True and seen["best_hparams"] is None
     assert [s["resolution"] for s in seen["stages"]] == [8] and seen["plots"] == [True] * 3
+    # summary.json means "finished" to the batch scripts: it must not appear before the end.
+    assert seen["finished"] is False
     assert final["provisional"] is False and final["best_hparams"] is not None
+    assert not (tmp_path / PROVISIONAL_SUMMARY).exists()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -258,7 +262,8 @@ def test_a_stopped_run_leaves_a_provisional_summary_and_plots(tmp_path, mode):
     stop = StopRequest()
     with pytest.raises(RunStopped):
         drive(make_config(mode), tmp_path, stop_after(5, stop), stop)
-    written = json.loads((tmp_path / "summary.json").read_text())
+    assert not (tmp_path / "summary.json").exists()
+    written = json.loads((tmp_path / PROVISIONAL_SUMMARY).read_text())
     assert written["provisional"] is True and written["test_accuracy"] is None
     assert written["n_evaluations"] <= 5
     assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in PLOTS.values())
