@@ -23,6 +23,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ends normally (after an fsync), removed when it raises."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates 0600 files; the result should be as readable as any file this process
+    # creates (a team sharing a project directory sets its umask for that).
+    os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     try:
         yield Path(temporary)
@@ -42,6 +45,20 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as indented JSON (no NaN or infinity), atomically."""
     write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly process-wide)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: str | Path) -> None:

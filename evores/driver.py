@@ -14,11 +14,12 @@ import logging
 import time
 from typing import Any
 
-from evores import progress, report, resume, rundir
+from evores import progress, report, resume, rundir, tensorboard
+from evores.atomic import write_json
 from evores.checkpoint import RunDirectory
 from evores.evaluators import Evaluator
 from evores.ladder import FINAL, SEARCH
-from evores.results import INTERRUPTED, OK, LogRecord, Task, make_record
+from evores.results import INTERRUPTED, LogRecord, Task, make_record
 from evores.search import LadderSearch
 from evores.steady import SteadyStateSearch
 from evores.stopping import RunStopped, StopRequest
@@ -72,6 +73,9 @@ class Driver:
         search = (SteadyStateSearch if asynchronous else LadderSearch)(self.config, state)
         logged = {tuple(record["key"]): record for record in records}
         self.cache = rundir.keep_data_report(self.run_dir, self.cache)
+        finished = report.completed(records)
+        self.costs = progress.RunCosts(self.config["schedule"]["elites"], finished)
+        self.scalars = tensorboard.open_scalars(self.config, self.run_dir.path, finished)
         if checkpoint:
             self.elapsed_before = checkpoint["elapsed"]
             log.info("%s", progress.resume_line(search.progress(), len(logged)))
@@ -81,15 +85,34 @@ class Driver:
             self._run_generations(search, logged)
         return self._report(search)
 
-    def _report(self, search: Search) -> dict[str, Any]:
+    def _report(self, search: Search, provisional: bool = False) -> dict[str, Any]:
+        """The summary and the plots: at the end, and provisional ones at every stage change
+        and when a run stops."""
         records = resume.read_log(self.run_dir)
         view = search.progress()
         summary = report.summary(
-            self.config, view, search.winner(), records, self.cache, self.elapsed()
+            self.config, view, search.winner(), records, self.cache, self.elapsed(), provisional
         )
-        self.run_dir.write_summary(summary)
+        # summary.json itself means "finished" (the batch scripts requeue until it exists).
+        provisional_path = self.run_dir.file(report.PROVISIONAL_SUMMARY)
+        if provisional:
+            write_json(provisional_path, summary)
+        else:
+            self.run_dir.write_summary(summary)
+            provisional_path.unlink(missing_ok=True)
         report.plot_run(self.run_dir.path, records, view.transitions)
+        if self.scalars and provisional:
+            self.scalars.flush()
+        elif self.scalars:
+            self.scalars.close()
         return summary
+
+    def _report_so_far(self, search: Search) -> None:
+        """Provisional plots and summary; a failure to draw them never stops the run."""
+        try:
+            self._report(search, provisional=True)
+        except Exception as error:  # noqa: BLE001 - reporting is not the run
+            log.warning("could not write the provisional summary and plots: %s", error)
 
     def _checkpoint(self, search: Search) -> None:
         state = {"search": search.state, "elapsed": self.elapsed(), "logged": self.run_dir.n_logged}
@@ -100,6 +123,9 @@ class Driver:
         record = make_record(task, result, self.elapsed())
         self.run_dir.append_record(record)
         logged[tuple(task["key"])] = record
+        self.costs.add(record)
+        if self.scalars:
+            self.scalars.add(record)
 
     # -- synchronous mode --------------------------------------------------------------------
 
@@ -112,10 +138,13 @@ class Driver:
             results = self._evaluate(tasks, logged)
             if any(result is None for result in results):
                 self._stopped(search, self.evaluator.abandoned)
-            line = progress.generation_line(search.progress(), tasks, results, self.elapsed())
+            view = search.progress()
+            line = progress.generation_line(view, tasks, results, self.elapsed(), self.costs)
             log.info("%s", line)
             search.tell(tasks, results, self.elapsed())
             self._checkpoint(search)
+            if (search.stage, search.phase) != (view.stage, view.phase) and not search.done:
+                self._report_so_far(search)
 
     def _evaluate(self, tasks: list[Task], logged: Logged) -> list[dict | None]:
         results: list[dict | None] = [logged.get(tuple(t["key"])) for t in tasks]
@@ -135,7 +164,7 @@ class Driver:
 
     def _run_steady(self, search: SteadyStateSearch, logged: Logged) -> None:
         """One task per free worker, one result at a time."""
-        told = {"count": 0, "failed": 0}
+        told = {"count": 0}
 
         def next_task() -> Task | None:
             while True:
@@ -152,7 +181,6 @@ class Driver:
             phase, stage = search.phase, search.stage
             search.tell_one(task, result, self.elapsed())
             told["count"] += 1
-            told["failed"] += result["status"] != OK
             changed = search.phase != phase or search.stage != stage
             # Every result is in the log at once; the checkpoint, which a resumed run breeds
             # from, at most every CHECKPOINT_SECONDS and at every stage change. A crash in
@@ -160,9 +188,10 @@ class Driver:
             # that: it breeds the same ones again and finds their results in the log.
             if changed or time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
                 self._checkpoint(search)
+            if changed and not search.done:
+                self._report_so_far(search)
             if phase == SEARCH and (changed or told["count"] % self.population == 0):
-                self._log_steady_progress(search, told["failed"], stage_closed=changed)
-                told["failed"] = 0
+                self._log_steady_progress(search, stage_closed=changed)
             if phase == FINAL and search.done:
                 log.info("%s", progress.final_line(search.progress()))
 
@@ -173,16 +202,14 @@ class Driver:
             self._stopped(search, abandoned)
         self._checkpoint(search)
 
-    def _log_steady_progress(
-        self, search: SteadyStateSearch, failed: int, stage_closed: bool
-    ) -> None:
+    def _log_steady_progress(self, search: SteadyStateSearch, stage_closed: bool) -> None:
         """A line per population's worth of results and per stage."""
         view = search.progress()
         if stage_closed:
             log.info("%s", progress.stage_closed_line(view))
             return
         line = progress.progress_line(
-            view, list(view.stage_scores), view.n_evaluations, self.elapsed(), failed=failed
+            view, list(view.stage_scores), view.n_evaluations, self.elapsed(), self.costs
         )
         log.info("%s", line)
 
@@ -196,6 +223,7 @@ class Driver:
                 make_record(task, {"status": INTERRUPTED, "reason": reason}, self.elapsed())
             )
         self._checkpoint(search)
+        self._report_so_far(search)
         view = search.progress()
         log.warning(
             "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "

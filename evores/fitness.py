@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evores.config import DEFAULTS
 from evores.errors import ConfigError, DataError
 from evores.model import build_cnn, count_parameters, weight_tensors
 from evores.results import (
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("evores.fitness")
+
+# evaluate() and a run share one set of training defaults: the [train] section's.
+_TRAIN = DEFAULTS["train"]
 
 # Outside SLURM (whose variables evores.slurm reads): the MPI launchers' node-local rank.
 _LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
@@ -335,9 +339,9 @@ def evaluate(
     *,
     seed: int,
     device: str | torch.device | None = None,
-    max_epochs: int = 50,
-    patience: int = 5,
-    max_seconds: float | None = None,
+    max_epochs: int = _TRAIN["max_epochs"],
+    patience: int = _TRAIN["patience"],
+    max_seconds: float | None = _TRAIN["max_seconds"] or None,
     space=None,
     filter: str = "box",
     threads: int | None = None,
@@ -349,7 +353,8 @@ def evaluate(
     only then). Only the train and val splits are read. Hyperparameters are validated with
     ``space`` (default ``SearchSpace()``; ConfigError when invalid) and then repaired for the
     resolution; the repair notes come back in ``repairs``. Training stops after ``patience``
-    epochs without a strictly better validation accuracy, or at ``max_epochs``.
+    epochs without a strictly better validation accuracy, or at ``max_epochs``; the defaults
+    are a run's (``train.max_epochs``, ``train.patience``, no time budget).
     ``max_seconds`` bounds training plus validation of this call (checked after every batch;
     data loading excluded, one out-of-memory retry included). Same seed, same device and same
     thread count give a bit-identical result; another thread count may not (BLAS splits some

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLOTS",
+    "PROVISIONAL_SUMMARY",
     "completed",
     "format_progress",
     "plot_elites",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 _DPI = 100
+
+# The summary written while a run goes (at a stage change, when it stops); summary.json is
+# written once, when the run has ended.
+PROVISIONAL_SUMMARY = "summary.provisional.json"
 
 # The plots of a run directory, by what they show.
 PLOTS = {
@@ -147,6 +152,7 @@ def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
         stages.append(stage)
     return {
         "evaluations": np.arange(1, len(search) + 1, dtype=float),
+        "seconds": np.array([float(r["elapsed"]) for r in search]),
         "minutes": np.array([float(r["elapsed"]) / 60 for r in search]),
         "resolution": np.array([int(r["resolution"]) for r in search]),
         "stage": np.array(stages, dtype=int),
@@ -169,7 +175,20 @@ def _boundary(x: np.ndarray, start: int, on_time_axis: bool) -> float:
     return float(x[start - 1]) if start > 0 else 0.0
 
 
-def _draw_progress(ax: Any, x: np.ndarray, series: dict[str, np.ndarray], on_time: bool) -> None:
+# The time axis's unit: the largest whose run still spans at least two of them.
+_TIME_UNITS = (("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0))
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    """The unit to plot a run of ``seconds`` in, and its length in seconds."""
+    return next((u for u in _TIME_UNITS if seconds >= 2 * u[1]), _TIME_UNITS[-1])
+
+
+def _draw_progress(ax: Any, x: np.ndarray, series: dict[str, np.ndarray], unit: str) -> None:
+    """One progress plot; ``unit`` is the x axis's: "evaluations" or a :func:`time_unit`."""
+    from matplotlib.ticker import MaxNLocator
+
+    on_time = unit != "evaluations"
     ok = ~np.isnan(series["accuracy"])
     ax.scatter(x[ok], series["accuracy"][ok], s=8, color="0.65", label="evaluation")
     if (~ok).any():
@@ -177,20 +196,27 @@ def _draw_progress(ax: Any, x: np.ndarray, series: dict[str, np.ndarray], on_tim
     starts = list(_stage_starts(series))
     for n, (a, b) in enumerate(zip(starts, starts[1:] + [len(x)], strict=True)):
         # One segment per stage: the statistics restart, so the lines must not join stages.
+        # The best is drawn last and wider, so it stays visible where the median equals it.
         labels = ("best in stage", "median in stage") if n == 0 else (None, None)
-        ax.step(x[a:b], series["best"][a:b], where="post", color="tab:blue", label=labels[0])
-        ax.plot(x[a:b], series["median"][a:b], color="tab:orange", label=labels[1])
+        ax.plot(x[a:b], series["median"][a:b], color="tab:orange", label=labels[1], zorder=2)
+        ax.step(x[a:b], series["best"][a:b], where="post", color="tab:blue", label=labels[0],
+                linewidth=2.2, alpha=0.85, zorder=3)  # fmt: skip
         pos = _boundary(x, a, on_time)
         ax.axvline(pos, color="0.3", linestyle="--", linewidth=0.8)
         ax.annotate(
             f"{series['resolution'][a]} px",
             (pos, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(3, -12),
+            # Successive labels step down a line, so short stages' labels never overlap.
+            xytext=(3, -12 - 11 * (n % 3)),
             textcoords="offset points",
             fontsize=9,
         )
-    ax.set_xlabel("wall time (minutes)" if on_time else "evaluations (completion order)")
+    if on_time:
+        ax.set_xlabel(f"wall time ({unit})")
+    else:
+        ax.set_xlabel("evaluations (completion order)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy")
     ax.set_ylim(-0.03, 1.03)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
@@ -208,11 +234,22 @@ def plot_progress(records: list[dict], path_evaluations: Path, path_time: Path) 
         _message_plot(path_evaluations, "no evaluations yet")
         _message_plot(path_time, "no evaluations yet")
         return
-    for path, key in ((path_evaluations, "evaluations"), (path_time, "minutes")):
-        fig = _figure((8.5, 4.5))
-        _draw_progress(fig.add_subplot(), series[key], series, on_time=key == "minutes")
-        fig.tight_layout()
-        _save(fig, path)
+    for path, on_time in ((path_evaluations, False), (path_time, True)):
+        _save(progress_figure(series, on_time), path)
+
+
+def progress_figure(series: dict[str, np.ndarray], on_time: bool) -> Any:
+    """The progress plot of :func:`progress_series` against evaluations or wall time (in the
+    unit that suits the run's length)."""
+    fig = _figure((8.5, 4.5))
+    if on_time:
+        unit, length = time_unit(float(series["seconds"].max()))
+        x = series["seconds"] / length
+    else:
+        unit, x = "evaluations", series["evaluations"]
+    _draw_progress(fig.add_subplot(), x, series, unit)
+    fig.tight_layout()
+    return fig
 
 
 def plot_elites(transitions: list[dict], path: Path) -> None:
@@ -271,10 +308,12 @@ def summary(
     records: list[dict[str, Any]],
     cache: Any,
     wall_seconds: float,
+    provisional: bool = False,
 ) -> dict[str, Any]:
     """``summary.json``: the winner, the stages and transitions, the failures by type, and
     what produced it (seed, strategy, data, version). ``cache`` is the run's dataset cache
-    (its ``class_names`` and build ``report``)."""
+    (its ``class_names`` and build ``report``). ``provisional``: written while the run goes
+    (at a stage change, or when it stops), so the winner and test accuracy are not in yet."""
     failed = [r for r in completed(records) if r["status"] == FAILED]
     failures = Counter(r.get("failure") or "unknown" for r in failed)
     return {
@@ -299,6 +338,7 @@ def summary(
         },
         "plots": dict(PLOTS),
         "evores_version": __version__,
+        "provisional": provisional,
     }
 
 

@@ -94,6 +94,12 @@ class FitnessResult:
         :meth:`failed` and :meth:`succeeded` take it: to fail a result and keep its figures."""
         return {name: getattr(self, name) for name in (*_NOTHING_MEASURED, "repairs")}
 
+    @property
+    def objective(self) -> float:
+        """What an optimiser maximises: ``val_accuracy``, or NaN for a failed evaluation, which
+        Optuna records as a failed trial (not as a score of 0) and then goes on."""
+        return self.val_accuracy if self.status == OK else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe builtins only (tuples become lists)."""
         # Field by field rather than dataclasses.asdict, whose deep copy was a tenth of the
@@ -185,7 +191,7 @@ class LogRecord(TypedDict, total=False):
 
     key: list[int]
     kind: str
-    stage: int
+    stage: int | None  # None for the final retraining
     generation: int  # asynchronous mode: the birth number
     index: int
     hparams: dict[str, Any]
@@ -197,7 +203,7 @@ class LogRecord(TypedDict, total=False):
     reason: str | None
     failure: str | None
     rank: int
-    val_accuracy: float
+    val_accuracy: float | None  # None for the final retraining
     test_accuracy: float | None
     epochs: int
     best_epoch: int
@@ -227,6 +233,12 @@ def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord
     if "elite_of" in task:
         record["elite_of"] = task["elite_of"]
     record.update(result)  # type: ignore[typeddict-item]
+    if task["kind"] == KIND_FINAL:
+        # The final retraining belongs to no search stage and has no validation split: its
+        # key's first number (one past the last stage) only keeps keys unique. Records written
+        # before this carry stage = that number and val_accuracy = 0.0; readers accept both.
+        record["stage"] = None
+        record["val_accuracy"] = None
     return record
 
 

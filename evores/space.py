@@ -388,6 +388,27 @@ class SearchSpace:
             }
         )
 
+    def suggest(self, trial: Any) -> dict:
+        """A genome from an Optuna ``trial``, over this space's ranges and scales.
+
+        The parameters are the flat encoding's names (a zero-allowed penalty adds a boolean
+        ``l1_zero`` / ``l2_zero``, asked first); the genome comes back decoded and validated.
+        Only ``trial.suggest_int`` / ``suggest_float`` / ``suggest_categorical`` are used.
+        """
+        flat: dict[str, Any] = {
+            "learning_rate": _suggest(trial, "learning_rate", self.learning_rate)
+        }
+        flat["conv_layers"] = _suggest(trial, "conv_layers", self.conv_layers)
+        for i in range(flat["conv_layers"]):
+            flat[f"conv_filters_{i}"] = _suggest(trial, f"conv_filters_{i}", self.conv_filters)
+            flat[f"conv_kernels_{i}"] = _suggest(trial, f"conv_kernels_{i}", self.conv_kernels)
+        flat["fc_layers"] = _suggest(trial, "fc_layers", self.fc_layers)
+        for i in range(flat["fc_layers"]):
+            flat[f"fc_units_{i}"] = _suggest(trial, f"fc_units_{i}", self.fc_units)
+        for name in ("batch_size", "l1", "l2"):
+            flat[name] = _suggest(trial, name, getattr(self, name))
+        return self.decode(flat)
+
     # ---- staging ----------------------------------------------------------------------------
 
     def narrow(self, elites: list[dict], margin: float) -> SearchSpace:
@@ -417,6 +438,17 @@ class SearchSpace:
             l1=_narrow_float(self.l1, [h["l1"] for h in hs], m),
             l2=_narrow_float(self.l2, [h["l2"] for h in hs], m),
         )
+
+
+def _suggest(trial: Any, name: str, gene: Gene) -> Any:
+    """One gene's value from an Optuna trial."""
+    if isinstance(gene, Categorical):
+        return trial.suggest_categorical(name, list(gene.choices))
+    if isinstance(gene, Integer):
+        return trial.suggest_int(name, gene.low, gene.high, log=gene.log)
+    if gene.allow_zero and trial.suggest_categorical(f"{name}_zero", [False, True]):
+        return 0.0
+    return trial.suggest_float(name, gene.low, gene.high, log=True)
 
 
 def current_names(

@@ -16,7 +16,7 @@ from evores import config as configuration
 from evores.checkpoint import RunDirectory
 from evores.driver import Driver
 from evores.evaluators import SerialEvaluator
-from evores.report import PLOTS, median
+from evores.report import PLOTS, PROVISIONAL_SUMMARY, median
 from evores.results import INTERRUPTED, OK, FitnessResult
 from evores.stopping import RunInterrupted, RunStopped, StopRequest
 
@@ -26,7 +26,7 @@ N_FINAL = 2  # schedule.elites below
 SUMMARY_KEYS = {
     "best_hparams", "test_accuracy", "test_resolution", "val_accuracy", "wall_seconds",
     "n_evaluations", "stages", "transitions", "final_candidates", "failures", "seed",
-    "strategy", "data", "plots", "evores_version", "outcome",
+    "strategy", "data", "plots", "evores_version", "outcome", "provisional",
 }  # fmt: skip
 CLOCK_FIELDS = {"elapsed", "wall_seconds", "stage_started"}  # the run's clock, never equal
 
@@ -237,3 +237,56 @@ def test_progress_lines_show_the_true_median_of_the_stage(tmp_path, caplog):
     middle = (first_generation[2] + first_generation[3]) / 2
     assert median(first_generation) == pytest.approx(middle)
     assert f"median {middle:.3f}" in line
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_provisional_summary_and_plots_are_written_at_a_stage_change(tmp_path, mode):
+    seen = {}
+
+    def work(task: dict) -> dict:
+        if task["key"][0] == 1 and not seen:  # the first task of the second stage
+            seen.update(json.loads((tmp_path / PROVISIONAL_SUMMARY).read_text()))
+            seen["plots"] = [(tmp_path / name).is_file() for name in PLOTS.values()]
+            seen["finished"] = (tmp_path / "summary.json").exists()
+        return toy_work(task)
+
+    final = drive(make_config(mode), tmp_path, work)
+    assert seen["provisional"] is True and seen["best_hparams"] is None
+    assert [s["resolution"] for s in seen["stages"]] == [8] and seen["plots"] == [True] * 3
+    # summary.json means "finished" to the batch scripts: it must not appear before the end.
+    assert seen["finished"] is False
+    assert final["provisional"] is False and final["best_hparams"] is not None
+    assert not (tmp_path / PROVISIONAL_SUMMARY).exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stopped_run_leaves_a_provisional_summary_and_plots(tmp_path, mode):
+    stop = StopRequest()
+    with pytest.raises(RunStopped):
+        drive(make_config(mode), tmp_path, stop_after(5, stop), stop)
+    assert not (tmp_path / "summary.json").exists()
+    written = json.loads((tmp_path / PROVISIONAL_SUMMARY).read_text())
+    assert written["provisional"] is True and written["test_accuracy"] is None
+    assert written["n_evaluations"] <= 5
+    assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in PLOTS.values())
+
+
+def test_tensorboard_scalars_follow_the_run(tmp_path):
+    pytest.importorskip("tensorboard", reason="report.tensorboard needs the tensorboard extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    drive(make_config("sync", report__tensorboard="true"), tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"search/best_in_stage", "search/median_in_stage", "evaluation/wall_seconds",
+            "evaluation/failures", "final/test_accuracy"} <= scalars  # fmt: skip
+    wall = events.Scalars("evaluation/wall_seconds")
+    assert [event.step for event in wall] == list(range(1, N_EVALUATIONS + 1))
+    records = RunDirectory(tmp_path).read_records()
+    failures = sum(r["status"] != OK for r in records if r["kind"] == "search")
+    assert events.Scalars("evaluation/failures")[-1].value == failures > 0
+    best = [e.value for e in events.Scalars("search/best_in_stage")]
+    stage_one = [r["val_accuracy"] for r in records[:12] if r["status"] == OK]
+    assert max(best[:12]) == pytest.approx(max(stage_one))
+    assert len(events.Scalars("final/test_accuracy")) == N_FINAL

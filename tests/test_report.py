@@ -1,5 +1,5 @@
-"""Tests for evores.report and evores.progress: the progress lines, the ETA, completed records,
-and that the plots get written (atomically)."""
+"""Tests for evores.report: the progress line's text, completed records, the plots (written
+atomically, readable at a glance) and the provisional summary."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from evores import report
-from evores.ladder import FINAL, SEARCH, Progress
-from evores.progress import generation_line, remaining_seconds
 from evores.report import (
     completed,
     format_progress,
@@ -42,35 +40,6 @@ def test_format_progress_unknowns_and_long_durations():
     line = format_progress(1, 1, 32, 0, 10, None, None, 7265.0, None)
     assert line == "stage 1/1  32 px  evals 0/10  best -  median -  elapsed 2h01m  eta ?"
     assert format_progress(1, 2, 16, 3, 8, 0.5, 0.5, 5.4, 0.0).endswith("elapsed 5s  eta 0s")
-
-
-def view(**fields) -> Progress:
-    defaults = dict(
-        phase=SEARCH, stage=0, resolutions=(16, 32), budgets=(10, 10), n_evaluations=0,
-        stage_used=0, stage_started=0.0, stage_scores=(), stages=(), transitions=(), final=(),
-    )  # fmt: skip
-    return Progress(**{**defaults, **fields})
-
-
-def test_the_eta_scales_this_stages_pace_by_pixel_count():
-    assert remaining_seconds(view(), elapsed=30.0) is None  # nothing done yet
-    # 5 evaluations in 50 s: 5 more at 10 s, then 10 at four times the pixels.
-    halfway = view(n_evaluations=5, stage_used=5)
-    assert remaining_seconds(halfway, elapsed=50.0) == pytest.approx(5 * 10 + 10 * 40)
-    assert remaining_seconds(halfway, elapsed=50.0, just_done=5) == pytest.approx(10 * 20)
-    last = view(stage=1, n_evaluations=15, stage_used=5, stage_started=100.0)
-    assert remaining_seconds(last, elapsed=150.0) == pytest.approx(5 * 10)
-
-
-def test_a_generation_line_counts_the_results_not_yet_told():
-    progress = view(n_evaluations=2, stage_used=2, stage_scores=(0.2, 0.8), stage_started=0.0)
-    results = [{"status": "ok", "val_accuracy": 0.4}, {"status": "failed", "val_accuracy": 0.0}]
-    line = generation_line(progress, [{}, {}], results, elapsed=40.0)
-    assert line == (
-        "stage 1/2  16 px  evals 4/20  best 0.800  median 0.400  elapsed 40s  eta 7m40s  (1 failed)"
-    )
-    final = generation_line(view(phase=FINAL, stage=1), [], [], elapsed=1.0)
-    assert final == "final retraining at 32 px: test accuracies []"
 
 
 def test_completed_keeps_the_latest_finished_record_of_each_evaluation():
@@ -212,3 +181,52 @@ def test_plotting_leaves_no_pyplot_state_and_import_is_light(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert_png(tmp_path / "x.png")
+
+
+# --- what the progress plots look like -------------------------------------------------------
+
+
+def short_run(seconds_per_evaluation: float = 1.0) -> dict:
+    """A 20-second run whose first two stages are one evaluation each (the labels crowd)."""
+    records = [
+        {"stage": stage, "resolution": resolution, "elapsed": (n + 1) * seconds_per_evaluation,
+         "status": "ok", "val_accuracy": 0.5, "kind": "search"}
+        for n, (stage, resolution) in enumerate([(0, 16), (1, 32)] + [(2, 64)] * 18)
+    ]  # fmt: skip
+    return progress_series(records)
+
+
+def test_a_short_run_is_plotted_in_seconds_a_long_one_in_minutes_or_hours():
+    assert report.time_unit(20.0) == ("seconds", 1.0)
+    assert report.time_unit(300.0) == ("minutes", 60.0)
+    assert report.time_unit(3 * 3600.0) == ("hours", 3600.0)
+    fig = report.progress_figure(short_run(), on_time=True)
+    assert fig.axes[0].get_xlabel() == "wall time (seconds)"
+
+
+def test_evaluation_ticks_are_whole_numbers():
+    fig = report.progress_figure(short_run(), on_time=False)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_stage_labels_of_short_stages_do_not_overlap():
+    for on_time in (False, True):
+        fig = report.progress_figure(short_run(), on_time)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [text.get_window_extent(renderer) for text in fig.axes[0].texts]
+        assert len(boxes) == 3
+        for i, box in enumerate(boxes):
+            assert not any(box.overlaps(other) for other in boxes[i + 1 :])
+
+
+def test_the_best_line_is_drawn_over_the_median():
+    # A constant stage: best and median coincide, and the best must stay visible.
+    ax = report.progress_figure(short_run(), on_time=False).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    best, middle = lines["best in stage"], lines["median in stage"]
+    assert best.get_zorder() > middle.get_zorder()
+    assert best.get_linewidth() > middle.get_linewidth()

@@ -131,6 +131,10 @@ def test_records_are_byte_identical_to_the_logs_earlier_versions_wrote():
         fields = [logged[name] for name in ("key", "kind", "hparams", "resolution", "seed")]
         task = make_task(*fields, **extra)
         result = {**FitnessResult.from_dict(logged).to_dict(), "rank": logged["rank"]}
+        if logged["kind"] == "final":
+            # The one change since: a final retraining has no stage and no validation score.
+            logged.update(stage=None, val_accuracy=None)
+            line = log_line(logged)
         assert log_line(make_record(task, result, logged["elapsed"])) == line
 
 
@@ -149,8 +153,10 @@ def test_a_final_record_takes_epochs_and_accuracy_from_the_result_not_the_task()
     task = make_task([2, 0, 0], KIND_FINAL, GENOME, 16, 5, epochs=3, val_accuracy=0.7)
     record = make_record(task, FitnessResult.succeeded(0.0, test_accuracy=0.6).to_dict(), 1.0)
     assert record["epochs"] == 0
-    assert record["val_accuracy"] == 0.0 and record["test_accuracy"] == 0.6
-    assert (record["stage"], record["generation"], record["index"]) == (2, 0, 0)
+    assert record["val_accuracy"] is None and record["test_accuracy"] == 0.6
+    # A two-stage run has stages 0 and 1: the key's 2 only keeps final keys apart.
+    assert (record["stage"], record["generation"], record["index"]) == (None, 0, 0)
+    assert record["key"] == [2, 0, 0]
 
 
 def test_importing_results_loads_neither_torch_nor_mpi():
@@ -158,3 +164,14 @@ def test_importing_results_loads_neither_torch_nor_mpi():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_a_failed_evaluation_reaches_optuna_as_a_failed_trial():
+    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    results = iter([FitnessResult.succeeded(0.4), FitnessResult.failed("loss became nan", "nan")])
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda trial: next(results).objective, n_trials=2)
+    states = [trial.state for trial in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    assert study.best_value == 0.4

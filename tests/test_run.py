@@ -127,7 +127,9 @@ def test_resumed_run_equals_uninterrupted(cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.mpi
 def test_mpi_run_equals_serial_run(cli, tmp_path, tiny_run):
+    # With the default train.threads (TINY_RUN does not pin it), as the README promises.
     require_mpiexec()
+    assert not any(item.startswith("train.threads") for item in TINY_RUN)
     serial_dir, _ = tiny_run
     mpi_dir = tmp_path / "mpi"
     result = cli("--out", str(mpi_dir), overrides=TINY_RUN, mpi_ranks=3)
@@ -237,3 +239,23 @@ def test_unusable_places_on_disk_are_one_line_and_exit_2(cli, tmp_path):
     assert result.returncode == 2 and "cannot write the run directory" in result.stderr
     result = cli("--config", str(tmp_path), "--out", str(run_dir))
     assert_refused(result, "is a directory", run_dir)
+
+
+def test_by_default_a_serial_run_and_every_mpi_worker_train_with_the_same_threads():
+    # Another thread count changes the weights a training gives (BLAS splits reductions by
+    # thread), so the promise "the same run at any number of ranks" rests on this.
+    import torch
+
+    from evores import config as configuration
+    from evores import run
+
+    before = torch.get_num_threads()
+    try:
+        default = configuration.load()
+        threads = []
+        for workers in (1, 2, 15):  # serial; the workers of mpiexec -n 3 and -n 16 on a node
+            run._set_threads(default, workers=workers)
+            threads.append(torch.get_num_threads())
+        assert threads == [default["train"]["threads"]] * 3 == [1, 1, 1]
+    finally:
+        torch.set_num_threads(before)

@@ -501,3 +501,38 @@ def test_narrow_keeps_elites_inside_current_bounds(
     assert narrowed.conv_kernels == space.conv_kernels and narrowed.batch_size == space.batch_size
     assert SearchSpace.from_dict(narrowed.to_dict()) == narrowed
     assert narrowed.narrow(elites, margin) == narrowed.narrow(elites, margin)
+
+
+# ----------------------------------------------------------------------------- Optuna
+
+
+def test_suggest_draws_valid_genomes_over_the_whole_default_space():
+    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace()
+    genomes = []
+    for _ in range(200):
+        trial = study.ask()
+        genomes.append(space.suggest(trial))
+        study.tell(trial, 0.5)
+    assert all(space.validate(g) == g for g in genomes)
+    depths = {len(g["conv_filters"]) for g in genomes}
+    assert depths == set(range(1, 7))
+    assert any(g["l1"] == 0.0 for g in genomes) and any(g["l1"] > 0 for g in genomes)
+    assert {g["batch_size"] for g in genomes} == set(space.batch_size.choices)
+    # The trial's parameters are the flat encoding's names (a zero penalty: its flag instead).
+    for trial, genome in zip(study.trials, genomes, strict=True):
+        flat = space.encode(genome)
+        zero = {name for name in ("l1", "l2") if genome[name] == 0.0}
+        assert {k for k in trial.params if not k.endswith("_zero")} == set(flat) - zero
+
+
+def test_suggest_respects_a_narrowed_space():
+    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace(conv_layers=Integer(2, 2), l2=LogFloat(1e-3, 1e-2))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        genome = space.suggest(study.ask())
+        assert len(genome["conv_filters"]) == 2 and 1e-3 <= genome["l2"] <= 1e-2

@@ -1,0 +1,69 @@
+"""Tests for evores.progress: the progress lines, the measured-cost ETA, the failure count."""
+
+from __future__ import annotations
+
+import pytest
+
+from evores.ladder import FINAL, SEARCH, Progress
+from evores.progress import RunCosts, generation_line
+
+
+def view(**fields) -> Progress:
+    defaults = dict(
+        phase=SEARCH, stage=0, resolutions=(16, 32), budgets=(10, 10), n_evaluations=0,
+        stage_used=0, stage_started=0.0, stage_scores=(), stages=(), transitions=(), final=(),
+    )  # fmt: skip
+    return Progress(**{**defaults, **fields})
+
+
+def record(resolution: int, seconds: float, status: str = "ok", kind: str = "search") -> dict:
+    return {"resolution": resolution, "wall_seconds": seconds, "status": status, "kind": kind}
+
+
+def test_no_estimate_before_anything_is_measured():
+    assert RunCosts(2).remaining_seconds(view(), elapsed=30.0) is None
+    interrupted = RunCosts(2, [record(16, 5.0, status="interrupted")])
+    assert interrupted.remaining_seconds(view(), elapsed=30.0) is None
+
+
+def test_later_stages_scale_by_pixel_count_until_they_are_measured():
+    # 5 evaluations of 2 s in 10 s of run time (one worker, always busy).
+    costs = RunCosts(2, [record(16, 2.0)] * 5)
+    halfway = view(n_evaluations=5, stage_used=5)
+    # 5 more at 2 s, 10 at 32 px (4 x the pixels: 8 s), 2 final retrainings at 32 px.
+    assert costs.remaining_seconds(halfway, elapsed=10.0) == pytest.approx(5 * 2 + 10 * 8 + 2 * 8)
+
+
+def test_measured_costs_replace_the_extrapolation_and_the_parallelism_is_measured():
+    costs = RunCosts(1, [record(16, 2.0)] * 10 + [record(32, 3.0)] * 2)
+    # 26 s of evaluations in 13 s: two workers busy.
+    second = view(stage=1, n_evaluations=12, stage_used=2)
+    assert costs.remaining_seconds(second, elapsed=13.0) == pytest.approx((8 * 3 + 1 * 3) / 2)
+
+
+def test_a_third_resolution_extrapolates_with_the_measured_exponent():
+    # 16 -> 32 px doubled the cost (exponent 1, not the pixel count's 2): 64 px costs 4 s.
+    costs = RunCosts(0, [record(16, 1.0), record(32, 2.0)])
+    assert costs.per_evaluation(64) == pytest.approx(4.0)
+    assert RunCosts(0, [record(16, 1.0)]).per_evaluation(64) == pytest.approx(16.0)
+
+
+def test_the_failure_count_is_the_runs_not_the_generations():
+    costs = RunCosts(0)
+    for status in ("failed", "ok", "failed", "interrupted"):
+        costs.add(record(16, 1.0, status))
+    costs.add(record(32, 1.0, "failed", kind="final"))  # a final retraining is not a search one
+    assert costs.failed == 2
+
+
+def test_a_generation_line_counts_the_results_not_yet_told():
+    progress = view(n_evaluations=2, stage_used=2, stage_scores=(0.2, 0.8), stage_started=0.0)
+    results = [{"status": "ok", "val_accuracy": 0.4}, {"status": "failed", "val_accuracy": 0.0}]
+    costs = RunCosts(0, [record(16, 10.0, "failed"), record(16, 10.0)] * 2)
+    line = generation_line(progress, [{}, {}], results, elapsed=40.0, costs=costs)
+    # 6 left here at 10 s, 10 at 40 s, in 40 s of run time with 40 s of evaluations.
+    assert line == (
+        "stage 1/2  16 px  evals 4/20  best 0.800  median 0.400  elapsed 40s  eta 7m40s  (2 failed)"
+    )
+    final = generation_line(view(phase=FINAL, stage=1), [], [], elapsed=1.0, costs=costs)
+    assert final == "final retraining at 32 px: test accuracies []"
