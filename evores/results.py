@@ -53,7 +53,9 @@ class FitnessResult:
     CPU it is the peak resident set size of the whole process so far (``ru_maxrss``), an upper
     bound that never decreases, not the evaluation's own footprint.
     ``seconds_per_epoch`` includes the per-epoch validation pass; ``images_per_second``
-    counts training images over training-step time only.
+    counts training images over training-step time only. ``precision`` is what the training
+    ran in, ``"fp32"`` or ``"bf16"`` (records written before it existed read as fp32: evores
+    trained only in fp32 then).
     """
 
     val_accuracy: float
@@ -69,6 +71,7 @@ class FitnessResult:
     images_per_second: float
     repairs: tuple[str, ...] = ()
     test_accuracy: float | None = None
+    precision: str = "fp32"
 
     @classmethod
     def succeeded(cls, val_accuracy: float, **measured: Any) -> FitnessResult:
@@ -199,6 +202,7 @@ class LogRecord(TypedDict, total=False):
     peak_memory_bytes: int
     images_per_second: float
     repairs: list[str]
+    precision: str  # "fp32" or "bf16"
 
 
 def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord:
