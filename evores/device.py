@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from evores.errors import ConfigError
+from evores.results import PRECISION_CHOICES
 
 __all__ = [
-    "PRECISIONS",
+    "PRECISION_CHOICES",
     "CHECK_EVERY",
     "resolve_device",
     "resolve_precision",
@@ -37,7 +38,6 @@ __all__ = [
 
 logger = logging.getLogger("evores.device")
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 # Steps between two host reads of the NaN/inf flag and the clock, per device type. A read
 # waits for the GPU to finish every queued kernel, so reading each step makes small networks
@@ -134,9 +134,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     included: its bf16 kernels are no faster for these networks, and fp32 keeps CPU results
     what they were). An explicit ``"bf16"`` on a GPU without bf16 raises :class:`ConfigError`.
     """
-    if precision not in PRECISIONS:
+    if precision not in PRECISION_CHOICES:
         raise ConfigError(
-            f"train.precision = {precision!r} is unknown; use one of {', '.join(PRECISIONS)}"
+            f"train.precision = {precision!r} is unknown; use one of {', '.join(PRECISION_CHOICES)}"
         )
     if device.type != "cuda":
         return "fp32" if precision == "auto" else precision

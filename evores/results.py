@@ -23,6 +23,10 @@ OK = "ok"
 FAILED = "failed"
 INTERRUPTED = "interrupted"  # a stop abandoned it; --resume runs it again (logged only)
 
+# What an evaluation trained in (a result's ``precision``); a config may also ask for "auto".
+PRECISIONS = ("fp32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # train.precision; auto: evores.device decides
+
 # What kind of failure a failed evaluation had.
 FAILURE_NAN = "nan"  # the loss or the network's outputs became NaN or infinite
 FAILURE_OOM = "oom"  # out of memory, also after the retry at half the batch size
