@@ -64,7 +64,11 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export EVORES_CACHE_DIR=$work/cache
 
 environment() {
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    else
+        echo "no nvidia-smi"
+    fi
     python3 - <<'EOF'
 import torch
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "available", torch.cuda.is_available())
