@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evores.errors import ConfigError
+from evores.results import PRECISION_CHOICES
 
 log = logging.getLogger("evores")
 
@@ -82,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
         "max_seconds": 0.0,
         "device": "auto",
         "threads": 1,
+        "precision": "auto",  # auto = bf16 autocast on a CUDA GPU with bf16, else fp32
+        "deterministic": True,  # on CUDA: deterministic algorithms, not cuDNN autotuning
+        "evaluations_per_gpu": 1,  # evaluating ranks that share one GPU
     },
     "fitness": {"function": ""},
     # How a run stops early (walltime warning, preemption, Ctrl-C): evaluations still running
@@ -100,7 +104,7 @@ SLURM_DEFAULTS: dict[str, Any] = {
     "nodes": 1,
     "gpus_per_node": 0,  # 0 = CPU only
     "cpus_per_task": 1,
-    "workers_per_node": 0,  # evaluating ranks per node; 0 = one per GPU, or 2 without GPUs
+    "workers_per_node": 0,  # evaluating ranks per node; 0 = evaluations_per_gpu per GPU, or 2
     "signal_seconds": 120,  # walltime warning (SIGUSR1) this long before the limit; 0 = none
     "extra": [],  # more sbatch flags, "--flag=value" or "--flag"; they replace generated ones
 }
@@ -267,7 +271,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _check_fitness(config["fitness"])
     if config["stop"]["grace_seconds"] < 0:
         raise ConfigError(f"stop.grace_seconds must be >= 0, got {config['stop']['grace_seconds']}")
-    _check_slurm(config["slurm"])
+    _check_slurm(config["slurm"], config["train"]["evaluations_per_gpu"])
     _check_walltime(config)
     _check_report(config["report"])
     from evores.space import SearchSpace, check_buildable
@@ -343,16 +347,19 @@ def _check_walltime(config: dict[str, Any]) -> None:
         )
 
 
-def slurm_settings(section: Mapping[str, Any] | None) -> dict[str, Any]:
+def slurm_settings(
+    section: Mapping[str, Any] | None, evaluations_per_gpu: int = 1
+) -> dict[str, Any]:
     """A ``[slurm]`` section on its own (as the sbatch renderer gets it) with defaults filled
-    in and every value checked, as :func:`load` checks it in a whole config."""
+    in and every value checked, as :func:`load` checks it in a whole config (whose
+    ``train.evaluations_per_gpu`` is passed in)."""
     config = {"slurm": copy.deepcopy(SLURM_DEFAULTS)}
     _merge(config, {"slurm": dict(section or {})}, origin="[slurm]")
-    _check_slurm(config["slurm"])
+    _check_slurm(config["slurm"], evaluations_per_gpu)
     return config["slurm"]
 
 
-def _check_slurm(slurm: dict[str, Any]) -> None:
+def _check_slurm(slurm: dict[str, Any], evaluations_per_gpu: int = 1) -> None:
     """The ranges of the ``[slurm]`` values (their types are checked on merging)."""
     for key in ("nodes", "cpus_per_task"):
         if slurm[key] < 1:
@@ -360,11 +367,13 @@ def _check_slurm(slurm: dict[str, Any]) -> None:
     for key in ("gpus_per_node", "workers_per_node", "signal_seconds"):
         if slurm[key] < 0:
             raise ConfigError(f"slurm.{key} must be >= 0, got {slurm[key]}")
-    if slurm["gpus_per_node"] and slurm["workers_per_node"] > slurm["gpus_per_node"]:
+    slots = slurm["gpus_per_node"] * evaluations_per_gpu
+    if slurm["gpus_per_node"] and slurm["workers_per_node"] > slots:
         raise ConfigError(
-            f"slurm.workers_per_node = {slurm['workers_per_node']} exceeds slurm.gpus_per_node = "
-            f"{slurm['gpus_per_node']}: each evaluating rank needs its own GPU; use at most that "
-            "many, or 0 for one per GPU"
+            f"slurm.workers_per_node = {slurm['workers_per_node']} exceeds slurm.gpus_per_node "
+            f"x train.evaluations_per_gpu = {slurm['gpus_per_node']} x {evaluations_per_gpu}: "
+            "each GPU takes that many evaluating ranks; use at most that many, 0 for as many, "
+            "or raise train.evaluations_per_gpu"
         )
     limit = walltime_seconds(slurm["time"])
     if slurm["signal_seconds"] >= limit:
@@ -455,6 +464,15 @@ def _check_train(train: dict[str, Any]) -> None:
         )
     if train["threads"] < 0:
         raise ConfigError(f"train.threads must be >= 0 (0 = automatic), got {train['threads']}")
+    if train["precision"] not in PRECISION_CHOICES:
+        raise ConfigError(
+            f"train.precision = {train['precision']!r} is unknown; use one of "
+            f"{', '.join(PRECISION_CHOICES)} (auto: bf16 on a CUDA GPU that has it, else fp32)"
+        )
+    if train["evaluations_per_gpu"] < 1:
+        raise ConfigError(
+            f"train.evaluations_per_gpu must be >= 1, got {train['evaluations_per_gpu']}"
+        )
 
 
 def _check_report(section: dict[str, Any]) -> None:

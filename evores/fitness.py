@@ -18,7 +18,6 @@ import ctypes.util
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evores.config import DEFAULTS
+from evores.device import check_interval, for_training, resolve_device, resolve_precision
 from evores.errors import ConfigError, DataError
 from evores.model import build_cnn, count_parameters, weight_tensors
 from evores.results import (
@@ -50,7 +50,7 @@ __all__ = [
     "TrainBudget",
     "evaluate",
     "train_and_test",
-    "resolve_device",
+    "resolve_device",  # defined in evores.device; imported from here by users' code
     "keep_heap",
 ]
 
@@ -58,60 +58,6 @@ logger = logging.getLogger("evores.fitness")
 
 # evaluate() and a run share one set of training defaults: the [train] section's.
 _TRAIN = DEFAULTS["train"]
-
-# Outside SLURM (whose variables evores.slurm reads): the MPI launchers' node-local rank.
-_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
-
-
-# --------------------------------------------------------------------------- devices
-
-
-def _local_rank() -> int:
-    """This process's index among the ranks on its node, as the MPI launcher tells it."""
-    for var in _LOCAL_RANK_VARS:
-        value = os.environ.get(var, "").strip()
-        if value.isdigit():
-            return int(value)
-    return 0
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The torch device to train on.
-
-    ``None`` / ``"auto"``: when CUDA is available, in a SLURM job the GPU of
-    :func:`evores.slurm.local_gpu_index` (by ``SLURM_LOCALID``; the CPU for the driver rank),
-    elsewhere ``cuda:<local rank>`` (``MPI_LOCALRANKID`` / ``OMPI_COMM_WORLD_LOCAL_RANK``, else
-    0); otherwise the CPU. Device indices are relative to ``CUDA_VISIBLE_DEVICES``: when the
-    launcher binds one GPU per task only one device is visible, so a local rank beyond the
-    visible count means "my own GPU" and maps to ``cuda:0`` (never modulo, which would silently
-    stack ranks on shared GPUs). Explicit devices are honoured; asking for an absent GPU raises
-    :class:`ConfigError`.
-    """
-    if device is None or device == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        from evores import slurm
-
-        if slurm.in_step():
-            index = slurm.local_gpu_index()
-            return torch.device("cpu") if index is None else torch.device("cuda", index)
-        local, count = _local_rank(), torch.cuda.device_count()
-        if local >= count:
-            logger.info("local rank %d but %d visible GPU(s); using cuda:0", local, count)
-            local = 0
-        return torch.device("cuda", local)
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda:<n>'") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for but CUDA is not available; use 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible"
-            )
-    return dev
 
 
 # --------------------------------------------------------------------------- data
@@ -313,14 +259,17 @@ class TrainBudget:
 
     At most ``max_epochs`` epochs; when validating, it stops after ``patience`` epochs without
     a strictly better validation accuracy. ``max_seconds`` (None: no limit) bounds training
-    plus validation from :meth:`started` on, checked after every batch; ``deadline`` is that
-    limit on the ``time.perf_counter`` clock, None until started or when there is no limit.
+    plus validation from :meth:`started` on, checked every ``check_every`` batches (None: the
+    device's :func:`evores.device.check_interval`, every batch on the CPU) and after every
+    epoch; ``deadline`` is that limit on the ``time.perf_counter`` clock, None until started
+    or when there is no limit.
     """
 
     max_epochs: int
     patience: int
     max_seconds: float | None = None
     deadline: float | None = None
+    check_every: int | None = None
 
     def started(self) -> TrainBudget:
         """This budget with its clock running from now."""
@@ -345,6 +294,7 @@ def evaluate(
     space=None,
     filter: str = "box",
     threads: int | None = None,
+    precision: str = "auto",
 ) -> FitnessResult:
     """Train the genome's CNN at ``resolution`` and return its best validation accuracy.
 
@@ -355,10 +305,14 @@ def evaluate(
     resolution; the repair notes come back in ``repairs``. Training stops after ``patience``
     epochs without a strictly better validation accuracy, or at ``max_epochs``; the defaults
     are a run's (``train.max_epochs``, ``train.patience``, no time budget).
-    ``max_seconds`` bounds training plus validation of this call (checked after every batch;
+    ``max_seconds`` bounds training plus validation of this call (checked every few batches,
+    every batch on the CPU;
     data loading excluded, one out-of-memory retry included). Same seed, same device and same
     thread count give a bit-identical result; another thread count may not (BLAS splits some
     gradient reductions by thread), so pass ``threads`` to make runs comparable.
+    ``precision``: "auto", "fp32" or "bf16" (see :func:`evores.device.resolve_precision`; the
+    result records the one used). On a GPU, see ``train.deterministic``
+    (:func:`evores.device.configure_process`).
     """
     _check_counts(max_epochs=max_epochs, patience=patience)
     start = time.perf_counter()
@@ -366,7 +320,10 @@ def evaluate(
     prepared = _prepare(data, resolution, device, filter, final=False)
     budget = TrainBudget(max_epochs, patience, max_seconds)
     with _threads(threads):
-        return _train(genome, prepared, seed, budget, final=False, repairs=repairs, start=start)
+        return _train(
+            genome, prepared, seed, budget, final=False, repairs=repairs, start=start,
+            precision=precision,
+        )  # fmt: skip
 
 
 def train_and_test(
@@ -381,6 +338,7 @@ def train_and_test(
     space=None,
     filter: str = "box",
     threads: int | None = None,
+    precision: str = "auto",
 ) -> FitnessResult:
     """Retrain on train+val for exactly ``epochs`` epochs and score once on the test split.
 
@@ -395,7 +353,10 @@ def train_and_test(
     prepared = _prepare(data, resolution, device, filter, final=True)
     budget = TrainBudget(max_epochs=epochs, patience=epochs, max_seconds=max_seconds)
     with _threads(threads):
-        return _train(genome, prepared, seed, budget, final=True, repairs=repairs, start=start)
+        return _train(
+            genome, prepared, seed, budget, final=True, repairs=repairs, start=start,
+            precision=precision,
+        )  # fmt: skip
 
 
 def _train(
@@ -407,17 +368,20 @@ def _train(
     final: bool,
     repairs: list[str],
     start: float,
+    precision: str = "auto",
 ) -> FitnessResult:
     """Train and score ``hparams`` (valid and repaired) on ``data``; never raises for a
     training failure, which becomes a failed result. An out-of-memory is retried once at half
     the batch size. ``final``: train all ``budget.max_epochs`` and score once on the
     evaluation split (the test split); else validate every epoch and stop early. ``start``:
-    when the evaluation began (``wall_seconds`` counts from it)."""
+    when the evaluation began (``wall_seconds`` counts from it). ``precision``: as asked
+    ("auto", "fp32", "bf16"); the result records what it resolved to."""
     hparams, repairs = dict(hparams), list(repairs)
+    precision = resolve_precision(precision, data.device)
     budget = budget.started()  # after data preparation: a first cache build is not training
     _reset_peak_memory(data.device)
     for attempt in range(2):
-        progress = _Progress()
+        progress = _Progress(precision=precision)
         try:
             _fit(hparams, data, seed, budget, progress, final=final)
         except ConfigError:
@@ -466,7 +430,7 @@ def _fit(
     training raises. A search evaluation validates after every epoch and stops after
     ``budget.patience`` epochs without a strictly better accuracy; the final retraining runs
     all ``budget.max_epochs`` and is scored once, on the test split."""
-    model = init_model(hparams, data, seed)
+    model = for_training(init_model(hparams, data, seed), data.device, progress.precision)
     progress.n_parameters = count_parameters(model)
     optimizer = make_optimizer(model, hparams)
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
@@ -486,32 +450,64 @@ def _fit(
 
 
 def _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress) -> None:
-    """One pass over the training split in a seeded random order."""
+    """One pass over the training split in a seeded random order.
+
+    Nothing is read back from the device per step: the losses feed a :class:`_LossWatch` on
+    the device, read with the clock every ``check_every`` steps and at the end of the epoch,
+    so a NaN/inf loss or an exceeded ``max_seconds`` stops training within that many steps.
+    """
     batch_size = int(hparams["batch_size"])
     l1, l2 = float(hparams["l1"]), float(hparams["l2"])
+    every = budget.check_every or check_interval(data.device)
     order = torch.randperm(data.train_x.shape[0], generator=shuffle).to(data.device)
+    watch = _LossWatch(data.device)
     start = time.perf_counter()
     try:
-        for batch in order.split(batch_size):
+        for step, batch in enumerate(order.split(batch_size), start=1):
             x, y = data.train_batch(batch)
-            train_step(model, optimizer, x, y, l1, l2)
+            watch.update(train_step(model, optimizer, x, y, l1, l2))
             progress.images += int(batch.shape[0])
-            if budget.expired():
-                raise _BudgetExceeded("max_seconds exceeded")
+            if step % every == 0:
+                _check_training(watch, budget)
+        _check_training(watch, budget)
     finally:  # a failed epoch's batches still count towards images_per_second
         progress.train_seconds += time.perf_counter() - start
 
 
-def train_step(model: nn.Module, optimizer, x, y, l1: float, l2: float) -> float:
-    """One SGD step on a batch; raises _NonFinite before stepping on a NaN/inf loss."""
+def _check_training(watch: _LossWatch, budget: TrainBudget) -> None:
+    """Raise _NonFinite for a NaN/inf loss so far, _BudgetExceeded past ``max_seconds``."""
+    watch.check()
+    if budget.expired():
+        raise _BudgetExceeded("max_seconds exceeded")
+
+
+class _LossWatch:
+    """The first non-finite training loss, kept on the device until :meth:`check` reads it.
+
+    ``first`` stays finite until a loss is NaN/inf and then keeps that loss, so one read of
+    one scalar tells whether any loss since the start went bad, and which value it was.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.zeros((), device=device)
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.first = torch.where(torch.isfinite(self.first), loss.float(), self.first)
+
+    def check(self) -> None:
+        value = float(self.first)
+        if not math.isfinite(value):
+            raise _NonFinite(f"loss became {value}")
+
+
+def train_step(model: nn.Module, optimizer, x, y, l1: float, l2: float) -> torch.Tensor:
+    """One SGD step on a batch; returns the loss (detached, on the device: reading it back is
+    the caller's choice, so a step never waits for the GPU)."""
     optimizer.zero_grad(set_to_none=True)
     loss = objective(model, x, y, l1, l2)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise _NonFinite(f"loss became {value}")
     loss.backward()
     optimizer.step()
-    return value
+    return loss.detach()
 
 
 def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l1: float, l2: float):
@@ -544,16 +540,21 @@ def init_model(hparams: dict, data: PreparedData, seed: int) -> nn.Module:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: PreparedData, batch_size: int) -> float:
-    """Accuracy on the evaluation split; non-finite outputs raise _NonFinite."""
+    """Accuracy on the evaluation split; non-finite outputs raise _NonFinite.
+
+    Correct predictions and the finiteness of the outputs are counted on the device and read
+    back once, after the last batch."""
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    finite = torch.ones((), dtype=torch.bool, device=data.device)
     for x, y in data.eval_batches(batch_size):
         logits = model(x)
-        if not bool(torch.isfinite(logits).all()):
-            raise _NonFinite("network outputs became non-finite")
-        correct += int((logits.argmax(dim=1) == y).sum())
+        finite &= torch.isfinite(logits).all()
+        correct += (logits.argmax(dim=1) == y).sum()
     model.train()
-    return correct / int(data.eval_y.shape[0])
+    if not bool(finite):
+        raise _NonFinite("network outputs became non-finite")
+    return int(correct) / int(data.eval_y.shape[0])
 
 
 class _NonFinite(Exception):
@@ -576,6 +577,7 @@ class _Progress:
     images: int = 0
     n_parameters: int = 0
     test_accuracy: float | None = None  # the final retraining's score
+    precision: str = "fp32"  # what the training ran in (evores.device.resolve_precision)
 
     def validated(self, epoch: int, accuracy: float) -> None:
         """Note epoch ``epoch``'s validation accuracy; the best counts (the first on ties)."""
@@ -595,6 +597,7 @@ class _Progress:
             "n_parameters": self.n_parameters,
             "peak_memory_bytes": _peak_memory(device),
             "images_per_second": _rate(self.images, self.train_seconds),
+            "precision": self.precision,
         }
 
 

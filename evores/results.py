@@ -26,6 +26,10 @@ OK = "ok"
 FAILED = "failed"
 INTERRUPTED = "interrupted"  # a stop abandoned it; --resume runs it again (logged only)
 
+# What an evaluation trained in (a result's ``precision``); a config may also ask for "auto".
+PRECISIONS = ("fp32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # train.precision; auto: evores.device decides
+
 # What kind of failure a failed evaluation had.
 FAILURE_NAN = "nan"  # the loss or the network's outputs became NaN or infinite
 FAILURE_OOM = "oom"  # out of memory, also after the retry at half the batch size
@@ -56,7 +60,9 @@ class FitnessResult:
     CPU it is the peak resident set size of the whole process so far (``ru_maxrss``), an upper
     bound that never decreases, not the evaluation's own footprint.
     ``seconds_per_epoch`` includes the per-epoch validation pass; ``images_per_second``
-    counts training images over training-step time only.
+    counts training images over training-step time only. ``precision`` is what the training
+    ran in, ``"fp32"`` or ``"bf16"`` (records written before it existed read as fp32: evores
+    trained only in fp32 then).
     """
 
     val_accuracy: float
@@ -72,6 +78,7 @@ class FitnessResult:
     images_per_second: float
     repairs: tuple[str, ...] = ()
     test_accuracy: float | None = None
+    precision: str = "fp32"
 
     @classmethod
     def succeeded(cls, val_accuracy: float, **measured: Any) -> FitnessResult:
@@ -213,6 +220,7 @@ class LogRecord(TypedDict, total=False):
     peak_memory_bytes: int
     images_per_second: float
     repairs: list[str]
+    precision: str  # "fp32" or "bf16"
 
 
 def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord:

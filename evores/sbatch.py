@@ -84,6 +84,45 @@ trap warn USR1
 # only stays alive until they have stopped (SLURM kills everything after KillWait); no requeue.
 trap 'echo "evores: SIGTERM: waiting for the ranks to stop" >&2' TERM
 
+# Several evaluating ranks per GPU (train.evaluations_per_gpu > 1) run best under CUDA MPS,
+# which runs their kernels side by side; without it they time-share each GPU (same results,
+# less throughput). `start_mps RANKS START` looks at a node whose RANKS evaluating ranks
+# share its GPUs: with START=1 it starts an MPS daemon private to the job (stopped by
+# stop_mps), unless the cluster already runs one or nvidia-cuda-mps-control is missing; it
+# says which on the job's output.
+mps_started=0
+start_mps() {
+    local ranks=$1 start=$2 gpus=${SLURM_GPUS_ON_NODE:-0}
+    if (( gpus == 0 || ranks <= gpus )); then
+        return 0
+    fi
+    if [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]; then
+        echo "evores: $ranks ranks share $gpus GPU(s) under the MPS at $CUDA_MPS_PIPE_DIRECTORY"
+    elif (( ! start )); then
+        echo "evores: CUDA MPS is not started on several nodes: the $ranks ranks per node" \
+            "time-share its $gpus GPU(s) (or run MPS through the cluster, e.g. --gres=mps)" >&2
+    elif ! command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+        echo "evores: no nvidia-cuda-mps-control: $ranks ranks time-share $gpus GPU(s)" >&2
+    else
+        local dir=${TMPDIR:-/tmp}/evores-mps.$SLURM_JOB_ID
+        export CUDA_MPS_PIPE_DIRECTORY=$dir/pipe CUDA_MPS_LOG_DIRECTORY=$dir/log
+        mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+        if nvidia-cuda-mps-control -d; then
+            mps_started=1
+            echo "evores: $ranks ranks share $gpus GPU(s) under CUDA MPS (daemon in $dir)"
+        else
+            echo "evores: CUDA MPS did not start: $ranks ranks time-share $gpus GPU(s)" >&2
+            unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+        fi
+    fi
+}
+stop_mps() {
+    if (( mps_started )); then
+        echo quit | nvidia-cuda-mps-control
+        mps_started=0
+    fi
+}
+
 # Bash runs a trap only between commands, so srun runs in the background while the shell waits.
 """
 )
@@ -91,8 +130,10 @@ trap 'echo "evores: SIGTERM: waiting for the ranks to stop" >&2' TERM
 LAUNCH = {
     "single": _script(
         r"""
-# Rank 0 drives; ranks 1..n-1 evaluate, one per GPU when the job has GPUs (the driver takes
-# none: see evores.slurm.local_gpu_index). srun of SLURM 22.05 does not inherit --cpus-per-task.
+# Rank 0 drives; ranks 1..n-1 evaluate, train.evaluations_per_gpu per GPU when the job has
+# GPUs (the driver takes none: see evores.slurm.local_gpu_index). srun of SLURM 22.05 does not
+# inherit --cpus-per-task.
+start_mps $(( ${SLURM_NTASKS:-1} - 1 )) 1
 srun --mpi=pmi2 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
     "$python" -m evores.run --config "$config" --out "$run_dir" "${resume[@]}" "$@" &
 """
@@ -100,9 +141,11 @@ srun --mpi=pmi2 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
     "multinode": _script(
         r"""
 # The job has workers + 1 task slots on every node. Rank 0 (the driver) goes on the first node,
-# then `workers` evaluating ranks on every node, one per GPU: SLURM_HOSTFILE names the node of
-# each rank in rank order, and --distribution=arbitrary follows it.
-workers=$(( ${SLURM_NTASKS_PER_NODE:?submit with --ntasks-per-node=GPUS_PER_NODE+1} - 1 ))
+# then `workers` evaluating ranks on every node, train.evaluations_per_gpu per GPU:
+# SLURM_HOSTFILE names the node of each rank in rank order, and --distribution=arbitrary
+# follows it.
+workers=$(( ${SLURM_NTASKS_PER_NODE:?submit with --ntasks-per-node=K*GPUS_PER_NODE+1} - 1 ))
+start_mps "$workers" 0
 mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 export SLURM_HOSTFILE=${TMPDIR:-/tmp}/evores-hosts.$SLURM_JOB_ID
 {
@@ -147,6 +190,7 @@ while kill -0 "$step" 2>/dev/null; do
 done
 wait "$step"
 status=$?
+stop_mps
 
 if [ -f "$summary" ]; then
     echo "evores: run finished; summary in $summary"
@@ -174,10 +218,11 @@ def script_body(mode: str = "single") -> str:
     return BODY_START + LAUNCH[mode] + BODY_END
 
 
-def sbatch_flags(slurm: Mapping[str, Any]) -> dict[str, str | None]:
-    """The ``#SBATCH`` flags of a checked ``[slurm]`` section (None: a flag without a value)."""
+def sbatch_flags(slurm: Mapping[str, Any], evaluations_per_gpu: int = 1) -> dict[str, str | None]:
+    """The ``#SBATCH`` flags of a checked ``[slurm]`` section (None: a flag without a value);
+    ``evaluations_per_gpu`` (``train.evaluations_per_gpu``) evaluating ranks per GPU."""
     gpus, nodes = slurm["gpus_per_node"], slurm["nodes"]
-    workers = slurm["workers_per_node"] or gpus or 2
+    workers = slurm["workers_per_node"] or gpus * evaluations_per_gpu or 2
     flags: dict[str, str | None] = {
         "job-name": "evores",
         "nodes": str(nodes),
@@ -211,11 +256,12 @@ def render_sbatch(
 ) -> str:  # fmt: skip
     """The batch script for a run: sorted, shell-quoted ``#SBATCH`` flags, then the body.
 
-    ``config`` is the run config (its ``[slurm]`` section is read, defaults filled in);
-    ``run_dir`` None leaves the default, ``runs/<job id>``.
+    ``config`` is the run config (its ``[slurm]`` section and ``train.evaluations_per_gpu`` are
+    read, defaults filled in); ``run_dir`` None leaves the default, ``runs/<job id>``.
     """
-    slurm = configuration.slurm_settings(config.get("slurm"))
-    flags = sbatch_flags(slurm)
+    per_gpu = evaluations_per_gpu(config)
+    slurm = configuration.slurm_settings(config.get("slurm"), per_gpu)
+    flags = sbatch_flags(slurm, per_gpu)
     lines = [
         "#!/bin/bash",
         "# An evores run, written by `python -m evores.slurm` from the [slurm] section of its",
@@ -229,6 +275,14 @@ def render_sbatch(
     lines.append(f"python={shlex.quote(python)}")
     mode = "multinode" if slurm["nodes"] > 1 else "single"
     return "\n".join(lines) + "\n" + script_body(mode)
+
+
+def evaluations_per_gpu(config: Mapping[str, Any]) -> int:
+    """``train.evaluations_per_gpu`` of a run config (a plain dict: 1 when it is not set)."""
+    value = dict(config.get("train") or {}).get("evaluations_per_gpu", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"train.evaluations_per_gpu must be a whole number >= 1, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------- command line

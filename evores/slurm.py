@@ -131,7 +131,9 @@ def in_step(env: Mapping[str, str] | None = None) -> bool:
     return SlurmEnvironment.from_env(env).in_job and "SLURM_LOCALID" in env
 
 
-def local_gpu_index(env: Mapping[str, str] | None = None) -> int | None:
+def local_gpu_index(
+    env: Mapping[str, str] | None = None, *, evaluations_per_gpu: int = 1
+) -> int | None:
     """The index (within the visible devices) of this rank's GPU, or None for no GPU.
 
     The rule, for the layout the evores batch scripts launch (rank 0, the driver, is local
@@ -140,13 +142,15 @@ def local_gpu_index(env: Mapping[str, str] | None = None) -> int | None:
     * outside a SLURM job, or a task of a step whose ``CUDA_VISIBLE_DEVICES`` is empty or
       ``NoDevFiles`` (no GPU allocated): None;
     * the driver of a multi-rank run: None. It only breeds plain data, so it takes no GPU and
-      every GPU gets one evaluating rank;
+      every GPU gets its evaluating rank(s);
     * ``CUDA_VISIBLE_DEVICES`` names exactly one device (SLURM bound one GPU to the task, e.g.
       ``--gpus-per-task=1``): 0, that device;
-    * otherwise the GPU is the rank's local task index among the evaluating ranks of its node:
-      ``SLURM_LOCALID - 1`` on the driver's node (node 0), ``SLURM_LOCALID`` on the others.
-      Never ``rank % n_gpus``: when there are more ranks than visible GPUs that would silently
-      stack two trainings on one GPU; this raises :class:`ConfigError` instead.
+    * otherwise the GPU is the rank's local task index among the evaluating ranks of its node
+      (``SLURM_LOCALID - 1`` on the driver's node, node 0; ``SLURM_LOCALID`` on the others),
+      integer-divided by ``evaluations_per_gpu``: K consecutive evaluating ranks share a GPU
+      (``train.evaluations_per_gpu``; 1, the default, gives every rank a GPU of its own).
+      Never ``rank % n_gpus``: when there are more ranks than visible GPUs hold that would
+      silently stack more trainings on a GPU than asked; this raises :class:`ConfigError`.
 
     Without ``CUDA_VISIBLE_DEVICES`` the index is unchecked; use it only when CUDA is available.
     """
@@ -162,13 +166,18 @@ def local_gpu_index(env: Mapping[str, str] | None = None) -> int | None:
     devices = None if visible is None else [d for d in visible.split(",") if d.strip()]
     if devices is not None and len(devices) == 1:
         return 0
+    if evaluations_per_gpu < 1:
+        raise ConfigError(f"evaluations_per_gpu = {evaluations_per_gpu} must be >= 1")
     drivers_here = 1 if slurm.ntasks > 1 and slurm.node_id == 0 else 0
-    index = slurm.local_id - drivers_here
+    index = (slurm.local_id - drivers_here) // evaluations_per_gpu
     if devices is not None and index >= len(devices):
+        per_gpu = evaluations_per_gpu
         raise ConfigError(
             f"rank {slurm.procid} (SLURM_LOCALID={slurm.local_id}) needs GPU {index} but only "
-            f"{len(devices)} are visible (CUDA_VISIBLE_DEVICES={visible}); run one evaluating "
-            "rank per GPU: --ntasks-per-node = GPUs + 1 on the driver's node, GPUs elsewhere"
+            f"{len(devices)} are visible (CUDA_VISIBLE_DEVICES={visible}); run "
+            f"train.evaluations_per_gpu = {per_gpu} evaluating rank(s) per GPU: "
+            f"--ntasks-per-node = {per_gpu} x GPUs + 1 on the driver's node, {per_gpu} x GPUs "
+            "elsewhere (or raise train.evaluations_per_gpu)"
         )
     return index
 

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from evores.cache import DatasetCache
+from evores.device import configure_process, resolve_device
 from evores.errors import ConfigError
-from evores.fitness import PreparedData, evaluate, resolve_device, train_and_test
+from evores.fitness import PreparedData, evaluate, train_and_test
 from evores.results import (
     FAILURE_BUDGET,
     FAILURE_EXCEPTION,
@@ -175,9 +176,13 @@ def _checked_accuracies(result: FitnessResult) -> FitnessResult:
 
 def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
     """The task -> result function of one rank: the configured ``fitness.function``, or else
-    the built-in :func:`evores.fitness.evaluate` / :func:`evores.fitness.train_and_test`."""
+    the built-in :func:`evores.fitness.evaluate` / :func:`evores.fitness.train_and_test`.
+    Makes this rank's process-wide device settings (:func:`evores.device.configure_process`)."""
     space = SearchSpace.from_dict(config["space"])
-    device = resolve_device(config["train"]["device"])
+    train = config["train"]
+    per_gpu = train["evaluations_per_gpu"]
+    device = resolve_device(train["device"], evaluations_per_gpu=per_gpu)
+    configure_process(device, deterministic=train["deterministic"], evaluations_per_gpu=per_gpu)
     spec = config["fitness"]["function"]
     if spec:
         return _user_work(load_function(spec), config, cache, space, device)
@@ -210,6 +215,7 @@ def _builtin_work(train: dict[str, Any], cache: DatasetCache, space: SearchSpace
                 epochs=task["epochs"],
                 device=device,
                 space=space,
+                precision=train["precision"],
             )
         else:
             result = evaluate(
@@ -222,6 +228,7 @@ def _builtin_work(train: dict[str, Any], cache: DatasetCache, space: SearchSpace
                 patience=train["patience"],
                 max_seconds=max_seconds,
                 space=space,
+                precision=train["precision"],
             )
         return result.to_dict()
 

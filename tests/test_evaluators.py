@@ -39,6 +39,7 @@ RESULT_FIELDS = {
     "images_per_second",
     "repairs",
     "test_accuracy",
+    "precision",
 }
 LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "HYDI_")
 
@@ -127,6 +128,7 @@ def test_failed_result_zeroes_every_field():
         "images_per_second": 0.0,
         "repairs": [],
         "test_accuracy": None,
+        "precision": "fp32",
     }
     json.dumps(result)  # plain data
 

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,17 +167,61 @@ def test_bad_arrays_raise_data_error():
 # ----------------------------------------------------------------------------- failures
 
 
+def nan_objective(model, x, y, l1, l2):
+    """A loss that is NaN from the first step (with a graph: the step runs before the check)."""
+    return torch.nn.functional.cross_entropy(model(x), y) * float("nan")
+
+
 def test_nan_loss_fails_with_penalty(data, monkeypatch):
-    monkeypatch.setattr(fitness, "objective", lambda *a: torch.tensor(float("nan")))
+    monkeypatch.setattr(fitness, "objective", nan_objective)
     result = evaluate(genome(), PX, data, seed=0, max_epochs=3)
     assert (result.status, result.failure, result.val_accuracy) == ("failed", "nan", 0.0)
-    assert result.epochs == 0
+    assert result.epochs == 0 and result.reason == "loss became nan"
+
+
+def train_checking_every(data, every: int, hparams: dict, **budget) -> FitnessResult:
+    """evaluate(), with the device's flags read every ``every`` steps (as on a GPU)."""
+    repaired, repairs = fitness._checked_genome(hparams, PX, None)
+    limits = {"max_epochs": 4, "patience": 5, **budget, "check_every": every}
+    return fitness._train(
+        repaired, data, 0, fitness.TrainBudget(**limits), final=False, repairs=repairs,
+        start=time.perf_counter(),
+    )  # fmt: skip
+
+
+def test_reading_flags_every_few_steps_changes_no_result(data):
+    every_step = without_timing(train_checking_every(data, 1, genome()))
+    assert without_timing(train_checking_every(data, 4, genome())) == every_step
+    assert every_step == without_timing(evaluate(genome(), PX, data, seed=0, max_epochs=4))
+
+
+@pytest.mark.parametrize("every", [1, 3, 100])
+def test_a_nan_between_checks_is_the_same_failure(data, monkeypatch, every):
+    monkeypatch.setattr(fitness, "objective", nan_objective)
+    result = train_checking_every(data, every, genome())
+    assert (result.status, result.failure, result.reason) == ("failed", "nan", "loss became nan")
+    assert result.epochs == 0  # found within the first epoch, at its end at the latest
+
+
+def test_a_nan_loss_keeps_the_first_bad_value(data):
+    watch = fitness._LossWatch(torch.device("cpu"))
+    for loss in (1.0, float("inf"), float("nan"), 2.0):
+        watch.update(torch.tensor(loss))
+    with pytest.raises(fitness._NonFinite, match="loss became inf"):
+        watch.check()
 
 
 def test_budget_is_checked_per_batch(data):
     result = evaluate(genome(), PX, data, seed=0, max_epochs=50, max_seconds=1e-9)
     assert (result.status, result.failure, result.val_accuracy) == ("failed", "budget", 0.0)
     assert result.epochs == 0 and "max_seconds" in result.reason
+
+
+@pytest.mark.parametrize("every", [2, 100])
+def test_budget_is_checked_every_few_batches_and_at_the_epoch_end(data, every):
+    result = train_checking_every(data, every, genome(), max_epochs=50, max_seconds=1e-9)
+    assert (result.status, result.failure, result.epochs) == ("failed", "budget", 0)
+    assert result.images_per_second > 0  # the batches up to the check ran
 
 
 def flaky_step(monkeypatch, errors):
@@ -244,6 +289,27 @@ def test_final_run_refuses_search_data():
     search_data = PreparedData.from_cache(SplitRecorder(), PX)
     with pytest.raises(ConfigError, match="final=True"):
         train_and_test(genome(), PX, search_data, seed=0, epochs=1)
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def test_cpu_trains_in_fp32_and_records_it(data):
+    result = evaluate(genome(), PX, data, seed=0, max_epochs=1)
+    assert result.precision == "fp32" and result.to_dict()["precision"] == "fp32"
+    assert without_timing(evaluate(genome(), PX, data, seed=0, max_epochs=1, precision="fp32")) \
+        == without_timing(result)  # fmt: skip
+
+
+def test_bf16_asked_for_on_the_cpu_autocasts_and_is_recorded(data):
+    result = evaluate(genome(), PX, data, seed=0, max_epochs=2, precision="bf16")
+    assert (result.status, result.precision) == ("ok", "bf16")
+    assert result.val_accuracy > 0.5  # bf16 still learns the pattern
+
+
+def test_unknown_precision_is_a_config_error(data):
+    with pytest.raises(ConfigError, match="train.precision = 'fp16'"):
+        evaluate(genome(), PX, data, seed=0, max_epochs=1, precision="fp16")
 
 
 # ----------------------------------------------------------------------------- devices

@@ -132,10 +132,13 @@ def test_records_are_byte_identical_to_the_logs_earlier_versions_wrote():
         task = make_task(*fields, **extra)
         result = {**FitnessResult.from_dict(logged).to_dict(), "rank": logged["rank"]}
         if logged["kind"] == "final":
-            # The one change since: a final retraining has no stage and no validation score.
+            # A change since: a final retraining has no stage and no validation score.
             logged.update(stage=None, val_accuracy=None)
             line = log_line(logged)
-        assert log_line(make_record(task, result, logged["elapsed"])) == line
+        # The one field added since: the precision, fp32 for every record written before it.
+        rewritten = log_line(make_record(task, result, logged["elapsed"]))
+        rank = f',"rank":{logged["rank"]}}}'
+        assert rewritten == line.removesuffix(rank) + ',"precision":"fp32"' + rank
 
 
 def test_an_interrupted_record_is_the_one_the_driver_wrote():

@@ -165,6 +165,31 @@ def test_more_ranks_than_gpus_is_an_error_not_a_modulo():
         slurm.local_gpu_index(task(3, 4, 0, 3, "4", CUDA_VISIBLE_DEVICES="0,1"))
 
 
+def test_evaluations_per_gpu_stacks_ranks_k_at_a_time_on_the_driver_node():
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    found = [
+        slurm.local_gpu_index(task(r, 9, 0, r, "9", **gpus), evaluations_per_gpu=2)
+        for r in range(9)
+    ]
+    assert found == [None, 0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_evaluations_per_gpu_on_another_node():
+    gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    found = [
+        slurm.local_gpu_index(task(4 + r, 10, 1, r, "4,6", **gpus), evaluations_per_gpu=3)
+        for r in range(6)
+    ]
+    assert found == [0, 0, 0, 1, 1, 1]
+
+
+def test_more_ranks_than_k_per_gpu_is_an_error():
+    env = task(5, 6, 0, 5, "6", CUDA_VISIBLE_DEVICES="0,1")
+    assert slurm.local_gpu_index(env, evaluations_per_gpu=3) == 1
+    with pytest.raises(ConfigError, match=r"needs GPU 2 .* 2 x GPUs \+ 1"):
+        slurm.local_gpu_index(env, evaluations_per_gpu=2)
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -185,6 +210,75 @@ def test_extra_flags_replace_generated_ones():
         {"slurm": {"extra": ["--output=logs/%j.txt"]}}, config_path="c.toml", run_dir="r"
     )
     assert "#SBATCH --output=logs/%j.txt\n" in script and "evores-%j.out" not in script
+
+
+@pytest.mark.parametrize(("nodes", "flag"), [(1, "ntasks=9"), (2, "ntasks-per-node=9")])
+def test_render_counts_k_ranks_per_gpu_plus_the_driver(nodes, flag):
+    config = {"slurm": {"nodes": nodes, "gpus_per_node": 4}, "train": {"evaluations_per_gpu": 2}}
+    script = sbatch.render_sbatch(config, config_path="c.toml", run_dir=None)
+    assert f"#SBATCH --{flag}\n" in script and "#SBATCH --gpus-per-node=4\n" in script
+
+
+def test_workers_per_node_may_fill_k_ranks_per_gpu_not_more():
+    assert configuration.slurm_settings({"gpus_per_node": 2, "workers_per_node": 4}, 2)
+    with pytest.raises(ConfigError, match="2 x 2"):
+        configuration.slurm_settings({"gpus_per_node": 2, "workers_per_node": 5}, 2)
+    with pytest.raises(ConfigError, match="train.evaluations_per_gpu must be >= 1"):
+        configuration.load(overrides=["train.evaluations_per_gpu=0"])
+
+
+# Records the MPS daemon's start (-d) and the command it is sent on stdin (quit).
+MPS_CONTROL = """\
+if [ "$1" = -d ]; then echo "mps start" >> "$LOG"; else echo "mps $(cat)" >> "$LOG"; fi
+"""
+
+
+def run_body(tmp_path: Path, mode: str, env: dict, with_mps: bool) -> tuple[str, str]:
+    """Run the batch script of ``mode`` with srun, scontrol and (``with_mps``) the MPS control
+    replaced by recorders; returns what they recorded and the script's stderr."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    fake_command(bin_dir, "srun", 'echo "srun pipe=${CUDA_MPS_PIPE_DIRECTORY:-}" >> "$LOG"\n')
+    fake_command(bin_dir, "scontrol", "echo node-a; echo node-b\n")
+    if with_mps:
+        fake_command(bin_dir, "nvidia-cuda-mps-control", MPS_CONTROL)
+    script = tmp_path / "job.sbatch"
+    script.write_text(f"#!/bin/bash\npython=python\n{sbatch.script_body(mode)}")
+    path = f"{bin_dir}:/usr/bin:/bin"
+    base = {"PATH": path, "LOG": str(log), "TMPDIR": str(tmp_path), "SLURM_JOB_ID": "5"}
+    result = subprocess.run(
+        ["bash", str(script), "c.toml", str(tmp_path / "run")], env={**base, **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return log.read_text(), result.stderr
+
+
+def test_script_runs_shared_gpus_under_mps_and_stops_it(tmp_path):
+    env = {"SLURM_NTASKS": "9", "SLURM_GPUS_ON_NODE": "4"}
+    calls, _ = run_body(tmp_path, "single", env, with_mps=True)
+    pipe = tmp_path / "evores-mps.5" / "pipe"
+    assert calls.splitlines() == ["mps start", f"srun pipe={pipe}", "mps quit"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "words"),
+    [
+        ("single", {"SLURM_NTASKS": "9", "SLURM_GPUS_ON_NODE": "4"}, "no nvidia-cuda-mps-control"),
+        ("multinode", {"SLURM_NTASKS_PER_NODE": "5", "SLURM_GPUS_ON_NODE": "2",
+                       "SLURM_JOB_NODELIST": "node-[a-b]"}, "not started on several nodes"),
+    ],
+)  # fmt: skip
+def test_script_without_mps_says_the_ranks_time_share(tmp_path, mode, env, words):
+    calls, stderr = run_body(tmp_path, mode, env, with_mps=mode != "single")
+    assert calls.splitlines() == ["srun pipe="] and words in stderr
+
+
+def test_script_starts_no_mps_for_one_rank_per_gpu(tmp_path):
+    env = {"SLURM_NTASKS": "5", "SLURM_GPUS_ON_NODE": "4"}
+    calls, stderr = run_body(tmp_path, "single", env, with_mps=True)
+    assert calls.splitlines() == ["srun pipe="] and "MPS" not in stderr
 
 
 def test_body_requeues_on_the_drivers_exit_code():
