@@ -59,8 +59,13 @@ def test_sigterm_under_mpi_abandons_running_work_and_resumes_serially(
 ):
     require_mpiexec()
     run_dir, log = tmp_path / "run", tmp_path / "run.log"
-    process = cli_started("--out", str(run_dir), overrides=TINY_RUN, mpi_ranks=3, log=log)
-    wait_for_records(process, run_dir, 3, log)
+    # Each evaluation first pauses 3 s (then trains as the built-in fitness does). After the
+    # first 2 of the first generation's 4, the other 2 are running for seconds: the signal
+    # comes while both workers hold one (after the 3rd, the 4th could end the generation).
+    slow = TINY_RUN + ["fitness.function=fitness_plugins:slow_evaluate"]
+    process = cli_started("--out", str(run_dir), overrides=slow, mpi_ranks=3, log=log,
+                          env={"EVORES_TEST_SLEEP": "3"})  # fmt: skip
+    wait_for_records(process, run_dir, 2, log)
     process.send_signal(signal.SIGTERM)  # scancel, preemption: no grace period
     assert process.wait(timeout=120) == EXIT_CHECKPOINTED, log.read_text()
     statuses = [r["status"] for r in records(run_dir)]
