@@ -193,8 +193,9 @@ status=$?
 stop_mps
 
 if [ -f "$summary" ]; then
-    echo "evores: run finished; summary in $summary"
-    exit 0
+    # The run's own status: 0 with a winner, 4 when no evaluation of a stage succeeded.
+    echo "evores: run finished (exit $status); summary in $summary"
+    exit "$status"
 fi
 if (( warned || status == checkpointed )); then
     if (( ${SLURM_RESTART_COUNT:-0} >= max_restarts )); then
