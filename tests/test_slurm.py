@@ -654,9 +654,11 @@ def test_a_real_time_limit_checkpoints_requeues_and_finishes(
     job = slurm_cluster.sbatch(
         ["-n", "3", "--time=1", "--signal=B:USR1@15", "-o", str(out), f"--chdir={tmp_path}",
          str(ROOT / "slurm" / "evores.sbatch"), str(config), str(run_dir)],
-        env=slow_job_env(tmp_path_factory, 6.0),
+        # 10 search evaluations of 10 s on 2 workers need more than the 45 s before the warning,
+        # however fast the training itself: the warning always comes before the search ends.
+        env=slow_job_env(tmp_path_factory, 10.0),
     )  # fmt: skip
-    timeline.mark(f"submitted job {job} (--time=1, --signal=B:USR1@15, 6 s per evaluation)")
+    timeline.mark(f"submitted job {job} (--time=1, --signal=B:USR1@15, 10 s per evaluation)")
     state = watch_restarts(slurm_cluster, job, timeline, timeout=420)
     print(f"\nrequeue timeline (time limit):\n{timeline}")
     output = out.read_text()
