@@ -3,6 +3,7 @@
 The public API, importable from here (loaded on first use, so ``import evores`` stays cheap):
 
 - ``search`` — a whole search from Python, as ``python -m evores.run`` runs it
+- ``load_run`` — a run directory as pandas DataFrames
 
 - ``evaluate``, ``train_and_test``, ``PreparedData`` — the fitness function
 - ``FitnessResult`` — what an evaluation answers
@@ -15,6 +16,7 @@ The public API, importable from here (loaded on first use, so ``import evores`` 
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "load_run": "evores.analysis",
     "evaluate": "evores.fitness",
     "train_and_test": "evores.fitness",
     "FitnessResult": "evores.results",
