@@ -2,6 +2,9 @@
 
 The public API, importable from here (loaded on first use, so ``import evores`` stays cheap):
 
+- ``search`` — a whole search from Python, as ``python -m evores.run`` runs it
+- ``load_run`` — a run directory as pandas DataFrames
+
 - ``evaluate``, ``train_and_test``, ``PreparedData`` — the fitness function
 - ``FitnessResult`` — what an evaluation answers
 - ``SearchSpace`` — the typed genes and the genome
@@ -13,6 +16,7 @@ The public API, importable from here (loaded on first use, so ``import evores`` 
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "load_run": "evores.analysis",
     "evaluate": "evores.fitness",
     "train_and_test": "evores.fitness",
     "FitnessResult": "evores.results",
@@ -23,12 +27,14 @@ _EXPORTS = {
     "SteadyStateSearch": "evores.steady",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "search", *_EXPORTS]
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
+    import importlib
 
+    if name == "search":  # the module evores.search, which calls evores.api.search (see there)
+        return importlib.import_module("evores.search")
+    if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'evores' has no attribute {name!r}")

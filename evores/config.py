@@ -126,8 +126,13 @@ def defaults() -> dict[str, Any]:
     return config
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read ``path`` (TOML), apply ``section.key=value`` overrides, validate and resolve.
+def load(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Read ``path`` (TOML), apply ``section.key=value`` overrides, then ``values`` (Python
+    values in the TOML's shape, from :func:`evores.search`), validate and resolve.
 
     Deprecated names are logged once the config has resolved, so a refused config is still
     one line.
@@ -135,6 +140,8 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     config = defaults()
     updates = [] if path is None else [(read_toml(path), str(path))]
     updates += [(parse_override(item), f"--set {item}") for item in overrides or []]
+    if values:
+        updates.append((values, "search() arguments"))
     given: set[str] = set()
     for update, origin in updates:
         given |= _merge(config, update, origin)
