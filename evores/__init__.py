@@ -23,7 +23,7 @@ _EXPORTS = {
     "PreparedData": "evores.fitness",
     "SearchSpace": "evores.space",
     "open_cache": "evores.cache",
-    "LadderSearch": "evores.search",
+    "LadderSearch": "evores.generational",
     "SteadyStateSearch": "evores.steady",
 }
 
@@ -33,8 +33,8 @@ __all__ = ["__version__", "search", *_EXPORTS]
 def __getattr__(name: str):
     import importlib
 
-    if name == "search":  # the module evores.search, which calls evores.api.search (see there)
-        return importlib.import_module("evores.search")
+    if name == "search":
+        return importlib.import_module("evores.api").search
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'evores' has no attribute {name!r}")

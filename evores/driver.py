@@ -18,9 +18,9 @@ from evores import progress, report, resume, rundir, tensorboard
 from evores.atomic import write_json
 from evores.checkpoint import RunDirectory
 from evores.evaluators import Evaluator
+from evores.generational import LadderSearch
 from evores.ladder import FINAL, SEARCH
 from evores.results import INTERRUPTED, LogRecord, Task, make_record
-from evores.search import LadderSearch
 from evores.steady import SteadyStateSearch
 from evores.stopping import RunStopped, StopRequest
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evores import config as configuration  # noqa: E402
 from evores.checkpoint import RunDirectory, write_json  # noqa: E402
 from evores.evaluators import MPIEvaluator, failed_result, mpi_world, serve  # noqa: E402
-from evores.search import LadderSearch  # noqa: E402
+from evores.generational import LadderSearch  # noqa: E402
 from evores.steady import SteadyStateSearch  # noqa: E402
 
 _CANNED = {**failed_result("", "none"), "status": "ok", "reason": None, "failure": None}

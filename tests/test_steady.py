@@ -18,8 +18,8 @@ import pytest
 
 from evores import config as configuration
 from evores.evaluators import SerialEvaluator
+from evores.generational import LadderSearch
 from evores.results import failed_result
-from evores.search import LadderSearch
 from evores.seeding import derive_rng
 from evores.space import SearchSpace
 from evores.stats import spearman

@@ -17,8 +17,6 @@ resolution and scored once on the test split. The stage bookkeeping it shares wi
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from typing import Any
 
 import numpy as np
@@ -142,17 +140,3 @@ class LadderSearch(ClimbsLadder):
             return best(self.state["population"] + members, population)
         keep = population - len(members)
         return best(self.state["population"], keep) + members
-
-
-class _CallableModule(types.ModuleType):
-    """``evores.search(...)`` is the whole search from Python (:func:`evores.api.search`), and
-    ``evores.search`` is also this module: importing a submodule sets the package's attribute
-    of that name, so the module itself forwards a call to the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from evores.api import search
-
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

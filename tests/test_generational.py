@@ -4,7 +4,7 @@ import math
 import pytest
 
 from evores import config as configuration
-from evores.search import LadderSearch
+from evores.generational import LadderSearch
 from evores.space import SearchSpace
 
 
