@@ -40,3 +40,17 @@ def test_the_optuna_example_is_five_lines_and_scores_a_real_trial(tmp_path, monk
              "l2_zero": True}  # fmt: skip
     value = namespace["objective"](optuna.trial.FixedTrial(small, number=0))
     assert 0.0 < value <= 1.0
+
+
+def test_the_python_example_runs_a_search_and_reads_it_back(tmp_path, monkeypatch):
+    pytest.importorskip("pandas", reason="pandas is in the test extra")
+    text = (ROOT / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "evores.search(" in b]
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block, namespace)
+    summary, run = namespace["summary"], namespace["run"]
+    assert summary["outcome"]["status"] == "ok" and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert len(run.evaluations) == summary["n_evaluations"] + len(run.finals)
+    assert (run.finals["test_accuracy"] >= 0).all()
