@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evores.checkpoint import RunDirectory
 from evores.errors import CheckpointError
 from evores.results import FAILURE_NAN, KIND_FINAL, KIND_SEARCH, OK
 
@@ -61,15 +62,11 @@ def load_run(run_dir: str | Path) -> RunTables:
 
 
 def _last_records(log: Path) -> dict[tuple, dict[str, Any]]:
-    """The last record of each key; a torn last line (a crash mid-write) is left out."""
-    records: dict[tuple, dict[str, Any]] = {}
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        records[tuple(record["key"])] = record
-    return records
+    """The last usable record of each key, read as a resume reads the log: a torn last line
+    (a crash mid-write) and records of the wrong shape (:func:`record_problems`) left out."""
+    from evores.resume import read_log
+
+    return {tuple(record["key"]): record for record in read_log(RunDirectory(log.parent))}
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:

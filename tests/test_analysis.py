@@ -78,3 +78,12 @@ def test_genes_are_flattened_with_depths_and_totals():
 def test_a_directory_without_a_log_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no evaluations.jsonl"):
         load_run(tmp_path)
+
+
+def test_records_a_resume_would_reject_are_left_out(tmp_path):
+    run_dir = tmp_path / "run"
+    damaged = record((0, 0, 1), val=0.5)
+    damaged["resolution"] = "sixteen"  # the wrong type: a resume sets this record aside
+    write_log(run_dir, [record((0, 0, 0), val=0.75), damaged])
+    tables = load_run(run_dir)
+    assert list(tables.evaluations["key"]) == [(0, 0, 0)]
