@@ -80,3 +80,25 @@ def test_keeping_the_winner_again_after_a_kill_finds_it_already_renamed(tiny_run
     kept = json.loads((copy / DESCRIPTION).read_text())
     assert kept["test_accuracy"] == 0.25 and not candidate_path(copy, 1).exists()
     assert kept["hparams"] == json.loads((run_dir / DESCRIPTION).read_text())["hparams"]
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_under_mpi_the_worker_that_trained_the_winner_saves_the_same_weights(
+    cli, tmp_path, tiny_run
+):
+    from conftest import TINY_RUN, require_mpiexec
+    from safetensors.torch import load_file
+
+    require_mpiexec()
+    serial_dir, _ = tiny_run
+    mpi_dir = tmp_path / "mpi"
+    result = cli("--out", str(mpi_dir), overrides=TINY_RUN, mpi_ranks=3)
+    assert result.returncode == 0, result.stderr
+    assert not list(mpi_dir.glob("final-*.safetensors"))
+    serial, mpi = load_file(serial_dir / WEIGHTS), load_file(mpi_dir / WEIGHTS)
+    assert serial.keys() == mpi.keys()
+    assert all(torch.equal(serial[name], mpi[name]) for name in serial)
+    assert json.loads((mpi_dir / DESCRIPTION).read_text()) == json.loads(
+        (serial_dir / DESCRIPTION).read_text()
+    )
