@@ -4,6 +4,7 @@ The public API, importable from here (loaded on first use, so ``import evores`` 
 
 - ``search`` — a whole search from Python, as ``python -m evores.run`` runs it
 - ``load_run`` — a run directory as pandas DataFrames
+- ``load_model`` — the winner's trained network and a ``predict`` function
 
 - ``evaluate``, ``train_and_test``, ``PreparedData`` — the fitness function
 - ``FitnessResult`` — what an evaluation answers
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_run": "evores.analysis",
+    "load_model": "evores.winner",
     "evaluate": "evores.fitness",
     "train_and_test": "evores.fitness",
     "FitnessResult": "evores.results",

@@ -81,7 +81,8 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     if row["failure"] == FAILURE_NAN:
         row["failure"] = NOT_FINITE
     if row["kind"] == KIND_FINAL:
-        row["val_accuracy"] = None  # no validation split (earlier logs say 0.0)
+        # No validation split and no search stage (earlier logs say 0.0 and one past the last).
+        row["val_accuracy"] = row["stage"] = None
     row.update(flat_genes(record.get("hparams") or {}))
     return row
 

@@ -114,6 +114,7 @@ def run_request(request: Request, drive) -> Any:
         stop.grace_seconds = setup["config"]["stop"]["grace_seconds"]
         if comm is not None:
             comm.bcast(setup["config"], root=0)
+            comm.bcast(str(setup["run_dir"].path), root=0)  # for the final candidates' weights
         try:
             return drive(setup, comm, stop)
         finally:
@@ -256,10 +257,11 @@ def _serve(comm) -> int:
     config = comm.bcast(None, root=0)
     if config is None:
         return EXIT_USAGE
+    run_dir = comm.bcast(None, root=0)
     _set_threads(config, workers=max(1, local - 1))
     _keep_heap()
     try:
-        work = make_work(config, open_dataset(config))
+        work = make_work(config, open_dataset(config), run_dir)
     except EvoresError as error:  # e.g. this rank has no GPU of its own
         print(f"evores: error: rank {comm.Get_rank()}: {error}", file=sys.stderr)
         comm.Abort(EXIT_USAGE)
@@ -295,7 +297,7 @@ def _drive_for_summary(setup: dict[str, Any], comm, stop: StopRequest) -> dict[s
         work = None
     else:
         _keep_heap()
-        work = make_work(config, setup["cache"])
+        work = make_work(config, setup["cache"], setup["run_dir"].path)
     evaluator = make_evaluator(work, comm)
     try:
         summary = Driver(config, setup["run_dir"], setup["cache"], evaluator, stop).run()

@@ -54,7 +54,15 @@ from PIL import Image, ImageOps
 from evores.atomic import atomic_path
 from evores.errors import ConfigError, DataError
 from evores.seeding import derive_rng
-from evores.sources import DECODE_ERRORS, Item, ScanReport, Source, open_source, to_rgb
+from evores.sources import (
+    DECODE_ERRORS,
+    Item,
+    ScanReport,
+    Source,
+    _display_size,
+    open_source,
+    to_rgb,
+)
 
 logger = logging.getLogger("evores.cache")
 
@@ -419,6 +427,15 @@ def process_image(
     finally:
         image.close()
     return out
+
+
+def downsample(image: Image.Image, resolution: int, filter: str, crop: str) -> np.ndarray:
+    """One image at one resolution exactly as :func:`process_image` puts it in a cache:
+    uint8 (3, r, r), a JPEG decoded at the same draft scale (``image`` freshly opened; an
+    image already loaded cannot be drafted and must come decoded the same way)."""
+    use_draft = image.format == "JPEG" and filter != "nearest"
+    scale = _draft_scale(_display_size(image), resolution, crop) if use_draft else 1
+    return _resize(_upright_rgb(image, scale), resolution, crop, _RESAMPLE[filter])
 
 
 # --- building --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from evores.ladder import FINAL, SEARCH
 from evores.results import INTERRUPTED, LogRecord, Task, make_record
 from evores.steady import SteadyStateSearch
 from evores.stopping import RunStopped, StopRequest
+from evores.winner import keep_winner
 
 log = logging.getLogger("evores")
 
@@ -98,6 +99,9 @@ class Driver:
         if provisional:
             write_json(provisional_path, summary)
         else:
+            # The winner's files before summary.json, which says the run is finished.
+            keep_winner(self.run_dir.path, self.config, self.cache,
+                               search.state.get("final", []), search.winner())  # fmt: skip
             self.run_dir.write_summary(summary)
             provisional_path.unlink(missing_ok=True)
         report.plot_run(self.run_dir.path, records, view.transitions)

@@ -339,6 +339,7 @@ def train_and_test(
     filter: str = "box",
     threads: int | None = None,
     precision: str = "auto",
+    weights_to: str | Path | None = None,
 ) -> FitnessResult:
     """Retrain on train+val for exactly ``epochs`` epochs and score once on the test split.
 
@@ -346,6 +347,8 @@ def train_and_test(
     validation split in a final run, and ``best_epoch`` equals ``epochs``. A failed final run
     has status "failed" and ``test_accuracy`` 0.0. With PreparedData, its evaluation arrays
     are scored as the test set (build it with ``from_cache(..., final=True)``).
+    ``weights_to``: a path where a successful retraining's network is saved, as safetensors
+    with what rebuilding it needs (:func:`evores.winner.save_weights`).
     """
     _check_counts(epochs=epochs)
     start = time.perf_counter()
@@ -355,7 +358,7 @@ def train_and_test(
     with _threads(threads):
         return _train(
             genome, prepared, seed, budget, final=True, repairs=repairs, start=start,
-            precision=precision,
+            precision=precision, weights_to=weights_to,
         )  # fmt: skip
 
 
@@ -369,13 +372,15 @@ def _train(
     repairs: list[str],
     start: float,
     precision: str = "auto",
+    weights_to: str | Path | None = None,
 ) -> FitnessResult:
     """Train and score ``hparams`` (valid and repaired) on ``data``; never raises for a
     training failure, which becomes a failed result. An out-of-memory is retried once at half
     the batch size. ``final``: train all ``budget.max_epochs`` and score once on the
     evaluation split (the test split); else validate every epoch and stop early. ``start``:
     when the evaluation began (``wall_seconds`` counts from it). ``precision``: as asked
-    ("auto", "fp32", "bf16"); the result records what it resolved to."""
+    ("auto", "fp32", "bf16"); the result records what it resolved to. ``weights_to``: where
+    the trained network goes when training succeeds (None: nowhere)."""
     hparams, repairs = dict(hparams), list(repairs)
     precision = resolve_precision(precision, data.device)
     budget = budget.started()  # after data preparation: a first cache build is not training
@@ -383,12 +388,14 @@ def _train(
     for attempt in range(2):
         progress = _Progress(precision=precision)
         try:
-            _fit(hparams, data, seed, budget, progress, final=final)
+            network = _fit(hparams, data, seed, budget, progress, final=final)
         except ConfigError:
             raise  # the genome cannot be built: a programmer error, not a training failure
         except Exception as exc:  # noqa: BLE001 - any training failure becomes a result
             failure, reason = _failure_of(exc, budget, progress)
         else:
+            if weights_to is not None:
+                _save_network(network, hparams, data, weights_to)
             measured = progress.measured(start, data.device, repairs)
             val_accuracy = 0.0 if final else progress.best_accuracy
             return FitnessResult.succeeded(val_accuracy, **measured)
@@ -425,12 +432,13 @@ def _fit(
     progress: _Progress,
     *,
     final: bool,
-) -> None:
-    """Train a fresh network and score it; ``progress`` records what happened, also when
-    training raises. A search evaluation validates after every epoch and stops after
+) -> nn.Module:
+    """Train a fresh network, score it and return it; ``progress`` records what happened, also
+    when training raises. A search evaluation validates after every epoch and stops after
     ``budget.patience`` epochs without a strictly better accuracy; the final retraining runs
     all ``budget.max_epochs`` and is scored once, on the test split."""
-    model = for_training(init_model(hparams, data, seed), data.device, progress.precision)
+    network = init_model(hparams, data, seed)
+    model = for_training(network, data.device, progress.precision)
     progress.n_parameters = count_parameters(model)
     optimizer = make_optimizer(model, hparams)
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
@@ -447,6 +455,21 @@ def _fit(
     if final:
         progress.best_epoch = progress.epochs
         progress.test_accuracy = accuracy(model, data, batch_size)
+    return network
+
+
+def _save_network(network: nn.Module, hparams: dict, data: PreparedData, path) -> None:
+    """The trained network with its genome (as repaired and built), resolution and the
+    normalisation of its training data: all that rebuilding and feeding it needs."""
+    from evores.winner import save_weights  # lazy: safetensors only for a kept network
+
+    metadata = {
+        "hparams": hparams,
+        "resolution": data.resolution,
+        "mean": data.mean.flatten().tolist(),
+        "std": data.std.flatten().tolist(),
+    }
+    save_weights(network, path, metadata)
 
 
 def _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress) -> None:

@@ -14,6 +14,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from evores.results import (
     one_line,
 )
 from evores.space import SearchSpace
+from evores.winner import candidate_path
 
 Work = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -174,10 +176,14 @@ def _checked_accuracies(result: FitnessResult) -> FitnessResult:
     return result
 
 
-def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
+def make_work(
+    config: dict[str, Any], cache: DatasetCache, run_dir: str | Path | None = None
+) -> Work:
     """The task -> result function of one rank: the configured ``fitness.function``, or else
     the built-in :func:`evores.fitness.evaluate` / :func:`evores.fitness.train_and_test`.
-    Makes this rank's process-wide device settings (:func:`evores.device.configure_process`)."""
+    Makes this rank's process-wide device settings (:func:`evores.device.configure_process`).
+    With ``run_dir``, the built-in final retraining saves each candidate's network there
+    (:func:`evores.winner.candidate_path`), before its result is returned and logged."""
     space = SearchSpace.from_dict(config["space"])
     train = config["train"]
     per_gpu = train["evaluations_per_gpu"]
@@ -186,10 +192,12 @@ def make_work(config: dict[str, Any], cache: DatasetCache) -> Work:
     spec = config["fitness"]["function"]
     if spec:
         return _user_work(load_function(spec), config, cache, space, device)
-    return _builtin_work(config["train"], cache, space, device)
+    return _builtin_work(config["train"], cache, space, device, run_dir)
 
 
-def _builtin_work(train: dict[str, Any], cache: DatasetCache, space: SearchSpace, device) -> Work:
+def _builtin_work(
+    train: dict[str, Any], cache: DatasetCache, space: SearchSpace, device, run_dir=None
+) -> Work:
     """Tasks run by evores's own training, on data kept resident between tasks."""
     max_seconds = train["max_seconds"] or None
     resident: dict[tuple[int, bool], PreparedData] = {}
@@ -216,6 +224,7 @@ def _builtin_work(train: dict[str, Any], cache: DatasetCache, space: SearchSpace
                 device=device,
                 space=space,
                 precision=train["precision"],
+                weights_to=None if run_dir is None else candidate_path(run_dir, task["key"][2]),
             )
         else:
             result = evaluate(

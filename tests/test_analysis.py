@@ -47,7 +47,7 @@ def test_failed_evaluations_have_no_accuracy_and_a_failure_no_reader_reads_as_na
     run_dir = tmp_path / "run"
     records = [record((0, 0, 0), status="interrupted", val=0.0), record((0, 0, 0), val=0.75),
                record((0, 0, 1), status="failed", failure="nan", val=0.0),
-               record((1, 0, 0), kind="final", val=0.0, test=0.5)]  # fmt: skip
+               {**record((1, 0, 0), kind="final", val=0.0, test=0.5), "stage": 1}]  # fmt: skip
     write_log(run_dir, records, tail='{"key": [0, 0, 2], "kind": "sea')  # torn by a crash
     tables = load_run(run_dir)
     rows = tables.evaluations.set_index("key")
@@ -57,6 +57,7 @@ def test_failed_evaluations_have_no_accuracy_and_a_failure_no_reader_reads_as_na
     assert rows.loc[[(0, 0, 1)], "failure"].item() == NOT_FINITE
     assert tables.finals["test_accuracy"].tolist() == [0.5]
     assert math.isnan(tables.finals["val_accuracy"].item())
+    assert tables.finals["stage"].isna().all()  # the old log's stage 1 does not exist
     assert tables.stages.to_dict("records")[0]["n_failed"] == 1
     assert tables.summary is None  # a stopped run: no summary yet
     csv = tmp_path / "evaluations.csv"

@@ -54,3 +54,6 @@ def test_the_python_example_runs_a_search_and_reads_it_back(tmp_path, monkeypatc
     assert summary["outcome"]["status"] == "ok" and 0.0 <= summary["test_accuracy"] <= 1.0
     assert len(run.evaluations) == summary["n_evaluations"] + len(run.finals)
     assert (run.finals["test_accuracy"] >= 0).all()
+    probabilities = namespace["probabilities"]
+    assert probabilities.shape == (1, len(summary["data"]["classes"]))
+    assert abs(float(probabilities.sum()) - 1.0) < 1e-5

@@ -1,0 +1,104 @@
+"""The winner kept: winner.safetensors + winner.json, and load_model's predictions."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from evores import config as configuration
+from evores.api import open_dataset
+from evores.errors import CheckpointError
+from evores.sources import Item, open_source
+from evores.winner import DESCRIPTION, WEIGHTS, candidate_path, keep_winner, load_model
+
+
+def test_only_the_winner_is_kept_with_what_using_it_needs(tiny_run):
+    run_dir, _ = tiny_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    winner = json.loads((run_dir / DESCRIPTION).read_text())
+    assert (run_dir / WEIGHTS).is_file() and not list(run_dir.glob("final-*.safetensors"))
+    assert winner["test_accuracy"] == summary["test_accuracy"]
+    assert winner["class_names"] == summary["data"]["classes"]
+    assert winner["resolution"] == summary["test_resolution"] == 16
+    assert (winner["filter"], winner["crop"]) == ("box", "centre")
+    assert len(winner["mean"]) == len(winner["std"]) == 3
+
+
+def test_load_model_scores_the_test_split_as_the_final_retraining_did(tiny_run):
+    run_dir, _ = tiny_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    model, predict = load_model(run_dir)
+    assert not model.training
+    cache = open_dataset(configuration.load(run_dir / "config.toml"))
+    images, labels = cache.arrays(16, "test")
+    with h5py.File(cache.path, "r") as f:
+        rows = f["splits/test"][...]
+        source_index = f["source_index"][...][rows]
+    # The source's own images, downsampled by predict as the cache build did.
+    source = open_source("embedded")
+    originals = [source.open(Item(int(i), 0, "", (64, 64), "")) for i in source_index]
+    probabilities = predict(originals)
+    assert probabilities.shape == (len(labels), len(summary["data"]["classes"]))
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities.argmax(axis=1) == labels).mean() == summary["test_accuracy"]
+    # ... and equal to the network's output on the cached images, normalised as in training.
+    winner = json.loads((run_dir / DESCRIPTION).read_text())
+    mean = torch.tensor(winner["mean"]).reshape(1, 3, 1, 1)
+    std = torch.tensor(winner["std"]).reshape(1, 3, 1, 1)
+    with torch.no_grad():
+        cached = torch.softmax(model((torch.from_numpy(images).float() - mean) / std), dim=1)
+    assert np.allclose(probabilities, cached.numpy(), atol=1e-6)
+
+
+def test_predict_takes_paths_as_it_takes_images(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    _, predict = load_model(run_dir)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    image.save(tmp_path / "photo.png")
+    assert np.array_equal(predict([tmp_path / "photo.png"]), predict([image]))
+
+
+def test_a_run_without_winner_files_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no winner.safetensors"):
+        load_model(tmp_path)
+
+
+def test_keeping_the_winner_again_after_a_kill_finds_it_already_renamed(tiny_run, tmp_path):
+    """A run killed after the rename but before summary.json keeps the winner's files."""
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / WEIGHTS).write_bytes((run_dir / WEIGHTS).read_bytes())
+    candidate_path(copy, 1).write_bytes(b"a loser's weights")
+    config = configuration.load(run_dir / "config.toml")
+    final = [{"val_accuracy": 0.5, "test_accuracy": 0.25}, {"val_accuracy": 0.4}]
+    keep_winner(copy, config, open_dataset(config), final, final[0])
+    kept = json.loads((copy / DESCRIPTION).read_text())
+    assert kept["test_accuracy"] == 0.25 and not candidate_path(copy, 1).exists()
+    assert kept["hparams"] == json.loads((run_dir / DESCRIPTION).read_text())["hparams"]
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_under_mpi_the_worker_that_trained_the_winner_saves_the_same_weights(
+    cli, tmp_path, tiny_run
+):
+    from conftest import TINY_RUN, require_mpiexec
+    from safetensors.torch import load_file
+
+    require_mpiexec()
+    serial_dir, _ = tiny_run
+    mpi_dir = tmp_path / "mpi"
+    result = cli("--out", str(mpi_dir), overrides=TINY_RUN, mpi_ranks=3)
+    assert result.returncode == 0, result.stderr
+    assert not list(mpi_dir.glob("final-*.safetensors"))
+    serial, mpi = load_file(serial_dir / WEIGHTS), load_file(mpi_dir / WEIGHTS)
+    assert serial.keys() == mpi.keys()
+    assert all(torch.equal(serial[name], mpi[name]) for name in serial)
+    assert json.loads((mpi_dir / DESCRIPTION).read_text()) == json.loads(
+        (serial_dir / DESCRIPTION).read_text()
+    )
