@@ -87,8 +87,9 @@ def _noise(hparams):
 
 
 def fidelity_agrees(hparams, resolution, data, **options):
-    """Low and high resolution rank genomes alike."""
-    return 0.2 + 0.6 * _quality(hparams) + resolution / 10000
+    """Low and high resolution rank genomes alike, the low one with a little noise."""
+    noise = 0.05 * _noise(hparams) if resolution < 16 else 0.0
+    return 0.2 + 0.6 * _quality(hparams) + noise
 
 
 def fidelity_unrelated(hparams, resolution, data, **options):
