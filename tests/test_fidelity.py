@@ -157,6 +157,22 @@ def test_after_a_weak_transition_more_elites_go_up_unnarrowed_and_a_strong_one_c
     json.dumps(search.state)  # plain data: the checkpoint
 
 
+def test_a_stopped_asynchronous_adaptive_run_resumes_to_the_uninterrupted_one():
+    config = make_config("[8, 16, 32]", "[40, 30, 30]", schedule__adaptive="true")
+    function = fitness_plugins.fidelity_disagrees
+    whole = run(function, config, asynchronous=True)
+    for stop in (40, 45, 52, 75):  # at a stage change, inside the probe, just after it, later
+        first = SteadyStateSearch(config)
+        for _ in range(stop):
+            task = first.ask_one()
+            first.tell_one(task, result(function, task), 0.0)
+        resumed = SteadyStateSearch(config, json.loads(json.dumps(first.state)))
+        while not resumed.done:
+            task = resumed.ask_one()
+            resumed.tell_one(task, result(function, task), 0.0)
+        assert resumed.state == whole.state, stop
+
+
 def test_a_stopped_adaptive_run_resumes_to_the_uninterrupted_one():
     config = make_config("[8, 16, 32]", "[40, 30, 30]", schedule__adaptive="true")
     function = fitness_plugins.fidelity_unrelated
