@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
         "elites": 3,
         "narrow": True,
         "narrow_margin": 0.25,
+        "probe": 8,  # members of a finished stage re-evaluated to measure fidelity (0 = off)
+        "adaptive": False,  # let the measured fidelity steer narrowing and carrying
+        "fidelity_threshold": 0.3,  # the interval's lower bound a strong proxy reaches
     },
     "search": {
         "strategy": "ga",
@@ -330,6 +333,23 @@ def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
     if not 0.0 <= schedule["narrow_margin"] <= 10.0:
         raise ConfigError(
             f"schedule.narrow_margin must lie in [0, 10], got {schedule['narrow_margin']}"
+        )
+    _check_fidelity(schedule)
+
+
+def _check_fidelity(schedule: dict[str, Any]) -> None:
+    probe = schedule["probe"]
+    if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
+        raise ConfigError(f"schedule.probe must be a whole number >= 0 (0 = off), got {probe!r}")
+    if not -1.0 <= schedule["fidelity_threshold"] <= 1.0:
+        raise ConfigError(
+            "schedule.fidelity_threshold is a rank correlation in [-1, 1], "
+            f"got {schedule['fidelity_threshold']}"
+        )
+    if schedule["adaptive"] and probe == 0:
+        raise ConfigError(
+            "schedule.adaptive needs the fidelity probe to measure with; set schedule.probe "
+            ">= 1 (e.g. 8) or schedule.adaptive = false"
         )
 
 

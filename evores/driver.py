@@ -146,6 +146,7 @@ class Driver:
             line = progress.generation_line(view, tasks, results, self.elapsed(), self.costs)
             log.info("%s", line)
             search.tell(tasks, results, self.elapsed())
+            self._log_transition(search, len(view.transitions))
             self._checkpoint(search)
             if (search.stage, search.phase) != (view.stage, view.phase) and not search.done:
                 self._report_so_far(search)
@@ -183,7 +184,9 @@ class Driver:
 
         def on_told(task: Task, result: dict) -> None:
             phase, stage = search.phase, search.stage
+            n_transitions = len(search.state["transitions"])
             search.tell_one(task, result, self.elapsed())
+            self._log_transition(search, n_transitions)
             told["count"] += 1
             changed = search.phase != phase or search.stage != stage
             # Every result is in the log at once; the checkpoint, which a resumed run breeds
@@ -205,6 +208,12 @@ class Driver:
         if self.stop:
             self._stopped(search, abandoned)
         self._checkpoint(search)
+
+    def _log_transition(self, search: Search, before: int) -> None:
+        """The fidelity line of a stage change whose re-evaluations just came in."""
+        transitions = search.progress().transitions
+        if len(transitions) > before:
+            log.info("%s", progress.transition_line(transitions[-1]))
 
     def _log_steady_progress(self, search: SteadyStateSearch, stage_closed: bool) -> None:
         """A line per population's worth of results and per stage."""

@@ -99,16 +99,20 @@ class LadderSearch(ClimbsLadder):
         return self.ladder.vary([population[i]["hparams"] for i in picks], rng)
 
     def _stage_change_tasks(self, rng: np.random.Generator) -> list[Task]:
-        """Re-evaluate the carried elites at the new resolution, plus offspring of theirs."""
-        elites = self.state["carried"]
+        """Re-evaluate the carried elites and the probe at the new resolution, plus offspring
+        of the elites."""
+        elites, probe = self.state["carried"], self.state.get("probe", [])
         fill = max(min(self.search["population"], self.ladder.remaining()) - len(elites), 0)
+        fill = max(fill - len(probe), 0)
         if self.search["strategy"] == "random":
             children = self._samples(rng, fill)
         else:
             picks = rng.integers(len(elites), size=fill)
             children = self.ladder.vary([elites[i]["hparams"] for i in picks], rng)
-        extra = [{"elite_of": [self.state["stage"] - 1, m["fitness"]]} for m in elites]
-        return self._tasks([m["hparams"] for m in elites] + children, extra)
+        below = self.state["stage"] - 1
+        extra = [{"elite_of": [below, m["fitness"]]} for m in elites]
+        extra += [{"probe_of": [below, m["fitness"]]} for m in probe]
+        return self._tasks([m["hparams"] for m in elites + probe] + children, extra)
 
     # -- tell --------------------------------------------------------------------------------
 
@@ -121,10 +125,12 @@ class LadderSearch(ClimbsLadder):
         members = [member(task, result) for task, result in pairs]
         self.ladder.count(members)
         if self.state["generation"] == 0 and self.state["stage"] > 0:
-            elites = self.state.pop("carried")  # bred from only in this first generation
-            self.ladder.record_transition(
-                [m["fitness"] for m in elites], [m["fitness"] for m in members[: len(elites)]]
-            )
+            # The elites are bred from only in this first generation.
+            elites, probe = self.state.pop("carried"), self.state.pop("probe", [])
+            n = len(elites) + len(probe)
+            self.ladder.record_transition(elites + probe, members[:n], len(elites))
+            first, rest = members[len(elites) : n], members[n:]
+            members = members[: len(elites)] + [m for m in first if self.ladder.fits(m)] + rest
         self.state["population"] = self._survivors(members)
         self.state["generation"] += 1
         if self.ladder.remaining() <= 0:

@@ -13,8 +13,12 @@ The state is plain data (it is the checkpoint): ``phase`` (:data:`SEARCH`, :data
 ``population`` (members: hparams, fitness, status, best_epoch, key), ``space`` (this stage's,
 narrowed), ``stage_scores`` (this stage's successful accuracies), ``stage_started`` (the run's
 clock when it began), ``stages`` and ``transitions`` (one record per closed stage and per stage
-change), ``final`` (the final candidates' entries), and while a later stage starts,
-``carried`` (the elites of the stage below).
+change), ``final`` (the final candidates' entries), ``probe_size`` (``schedule.probe`` as the
+run started) and ``stage_members`` (this stage's successful members, what the probe is drawn
+from; kept only with a probe), and while a later stage starts, ``carried`` (the elites of the
+stage below) and ``probe`` (the probe of it). With ``schedule.adaptive``: ``decisions`` (what
+the measured fidelity changed) and, while a narrowed stage has not measured its transition,
+``unnarrowed`` (its space before narrowing).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from typing import Any
 import numpy as np
 from deap import base, tools
 
-from evores import operators
+from evores import fidelity, operators
+from evores.errors import ConfigError
 from evores.results import KIND_FINAL, OK, Task, make_task
-from evores.seeding import derive_seed
+from evores.seeding import derive_rng, derive_seed
 from evores.space import SearchSpace
-from evores.stats import spearman
 
 # A run's phases: the search up the ladder, the final retraining, the end.
 SEARCH = "search"
@@ -57,6 +61,7 @@ class Progress:
     stages: tuple[dict[str, Any], ...]  # one summary per closed stage
     transitions: tuple[dict[str, Any], ...]  # one record per stage change
     final: tuple[dict[str, Any], ...]  # the final candidates' entries, once all are in
+    decisions: tuple[dict[str, Any], ...] = ()  # schedule.adaptive's, one per decision
 
     @property
     def done(self) -> bool:
@@ -130,6 +135,9 @@ class Ladder:
         self.state = state
         self.toolbox = self._toolbox()
         self._space: SearchSpace | None = None  # state["space"] parsed; reset at stage change
+        # A run started by an evores without the probe (its state has no probe_size) goes on
+        # without one, so that it ends as it would have.
+        self.probe_size = state.get("probe_size", 0)
 
     @staticmethod
     def initial_state(config: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +154,8 @@ class Ladder:
             "stages": [],
             "transitions": [],
             "final": [],
+            "probe_size": config["schedule"]["probe"],
+            "stage_members": [],
         }
 
     def _toolbox(self) -> base.Toolbox:
@@ -200,6 +210,7 @@ class Ladder:
             stages=tuple(state["stages"]),
             transitions=tuple(state["transitions"]),
             final=tuple(state["final"]),
+            decisions=tuple(state.get("decisions", [])),
         )
 
     # -- breeding ----------------------------------------------------------------------------
@@ -236,24 +247,50 @@ class Ladder:
         self.state["n_evaluations"] += len(members)
         self.state["stage_used"] += len(members)
         self.state["stage_scores"] += [m["fitness"] for m in members if m["status"] == OK]
+        if self.probe_size:  # what the probe of this stage is drawn from
+            self.state["stage_members"] += [m for m in members if m["status"] == OK]
 
-    def record_transition(self, low: list[float], high: list[float]) -> None:
-        """The carried elites' fitness at the stage below (``low``) and at this one (``high``)."""
-        self.state["transitions"].append(
+    def record_transition(
+        self, low: list[dict[str, Any]], high: list[dict[str, Any]], n_elites: int
+    ) -> None:
+        """The carried elites and the probe (``low``: members of the stage below) against their
+        re-evaluations at this stage (``high``, in the same order; the first ``n_elites`` are the
+        elites): the fidelity record of the
+        stage change (:func:`evores.fidelity.measure`); with ``schedule.adaptive``, it may widen
+        this stage's space again (:func:`evores.fidelity.after_transition`)."""
+        state = self.state
+        measured = fidelity.measure(
+            low, high, n_elites, derive_rng(self.seed, "fidelity", state["stage"])
+        )
+        state["transitions"].append(
             {
-                "from_resolution": self.schedule["resolutions"][self.state["stage"] - 1],
+                "from_resolution": self.schedule["resolutions"][state["stage"] - 1],
                 "to_resolution": self.resolution,
-                "low": low,
-                "high": high,
-                "rank_correlation": spearman(low, high),
+                **measured,
             }
         )
+        if self.schedule.get("adaptive"):
+            fidelity.after_transition(state, self.schedule)
+            self._space = None
+
+    def fits(self, member: dict[str, Any]) -> bool:
+        """Whether ``member``'s genome lies in the current stage's space: a probe member from
+        outside the narrowed ranges is measured but not bred from (variation needs genomes of
+        the space), so it does not join the population."""
+        try:
+            self.space().validate(member["hparams"])
+        except ConfigError:
+            return False
+        return True
 
     def close_stage(self, elapsed: float) -> None:
         """Record the stage's summary; then the final phase after the last stage, or the next
-        stage, which starts from the best ``schedule.elites`` (``carried``), in a space
-        narrowed around them (Hinz et al. 2018) when ``schedule.narrow``. A stage in which no
-        evaluation succeeded ends the run there: phase :data:`DONE`, no final candidates."""
+        stage, which starts from the best ``schedule.elites`` (``carried``) and a probe of the
+        stage (``probe``, :func:`evores.fidelity.probe_members`), in a space narrowed around
+        the elites (Hinz et al. 2018) when ``schedule.narrow``; ``schedule.adaptive`` may carry
+        more elites and keep the space (:func:`evores.fidelity.plan_next_stage`). A stage in
+        which no evaluation succeeded ends the run there: phase :data:`DONE`, no final
+        candidates."""
         state = self.state
         stage = state["stage"]
         scores = state["stage_scores"]
@@ -267,6 +304,7 @@ class Ladder:
                 "rank_correlation": transition["rank_correlation"] if transition else None,
             }
         )
+        pool = state.pop("stage_members", [])
         if not scores:
             # Nothing succeeded: the elites carried up would be arbitrary genomes that all
             # scored the penalty, and the final retraining would have no candidate. The run
@@ -274,11 +312,19 @@ class Ladder:
             self.finish([])
             return
         if stage + 1 == len(self.schedule["resolutions"]):
+            state.pop("unnarrowed", None)
             state["phase"] = FINAL
             return
-        elites = best(state["population"], self.schedule["elites"])
+        n_elites, narrow = self.schedule["elites"], self.schedule["narrow"]
+        if self.schedule.get("adaptive"):
+            n_elites, narrow = fidelity.plan_next_stage(state, self.schedule)
+        elites = best(state["population"], n_elites)
+        room = self.schedule["evaluations"][stage + 1] - len(elites)
+        probe = fidelity.probe_members(pool, elites, min(self.probe_size, max(room, 0)))
         space = SearchSpace.from_dict(state["space"])
-        if self.schedule["narrow"]:
+        if self.schedule.get("adaptive") and narrow:
+            state["unnarrowed"] = space.to_dict()  # restored if the next transition is weak
+        if narrow:
             space = space.narrow([m["hparams"] for m in elites], self.schedule["narrow_margin"])
         state.update(
             stage=stage + 1,
@@ -288,6 +334,8 @@ class Ladder:
             carried=elites,
             space=space.to_dict(),
         )
+        if self.probe_size:
+            state.update(probe=probe, stage_members=[])
         self._space = None
 
     # -- the final phase ---------------------------------------------------------------------

@@ -136,6 +136,20 @@ def stage_closed_line(progress: Progress) -> str:
     )
 
 
+def transition_line(transition: dict[str, Any]) -> str:
+    """The fidelity of a stage change, once its re-evaluations are in: Spearman's rho, its
+    90 % bootstrap interval, the pairs used and the failures left out."""
+    rho, interval = transition.get("spearman"), transition.get("interval")
+    text = f"{transition['from_resolution']}→{transition['to_resolution']} px: ρ "
+    text += "n/a" if rho is None else f"{rho:.2f}"
+    if interval is not None:
+        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    text += f", n {transition.get('n', len(transition['low']))}"
+    if transition.get("n_failed"):
+        text += f" ({transition['n_failed']} failed, left out)"
+    return text
+
+
 def final_line(progress: Progress) -> str:
     """Asynchronous mode: the final candidates' test accuracies, once all are in."""
     return f"final retraining: test accuracies {[f.get('test_accuracy') for f in progress.final]}"

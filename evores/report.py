@@ -253,11 +253,14 @@ def progress_figure(series: dict[str, np.ndarray], on_time: bool) -> Any:
 
 
 def plot_elites(transitions: list[dict], path: Path) -> None:
-    """Each stage change: the elites' accuracy at the low vs the high resolution.
+    """Each stage change: the elites' and the probe's accuracy at the low vs the high resolution.
 
-    One colour per transition, the diagonal y = x, Spearman rho in the legend (the stored
-    ``rank_correlation``, recomputed when absent). With no transitions the file still gets
-    written, showing "no stage changes", so the run directory always has the same plots.
+    One colour per transition (circles: elites, triangles: probe), the diagonal y = x, and in
+    the legend Spearman's rho (the stored ``rank_correlation``, recomputed when absent), its
+    bootstrap interval, the pairs used and the failures left out. A pair with one failed side
+    is marked with an x on the axis of the failed side; it is in no statistic. With no
+    transitions the file still gets written, showing "no stage changes", so the run directory
+    always has the same plots.
     """
     if not transitions:
         _message_plot(path, "no stage changes")
@@ -265,6 +268,7 @@ def plot_elites(transitions: list[dict], path: Path) -> None:
     fig = _figure((5.5, 5.0))
     ax = fig.add_subplot()
     values: list[float] = []
+    drawn = []
     for t in transitions:
         low, high = list(t["low"]), list(t["high"])
         if len(low) != len(high):
@@ -272,23 +276,49 @@ def plot_elites(transitions: list[dict], path: Path) -> None:
                 f"transition {t['from_resolution']}->{t['to_resolution']} has "
                 f"{len(low)} low and {len(high)} high accuracies"
             )
-        rho = t.get("rank_correlation")
-        rho = spearman(low, high) if rho is None and len(low) > 1 else rho
-        label = f"{t['from_resolution']} → {t['to_resolution']} px  (ρ = "
-        label += "n/a)" if rho is None else f"{rho:.2f})"
-        ax.scatter(low, high, s=28, alpha=0.8, label=label)
-        values += low + high
+        # Transitions recorded before the probe have no pairs: all their members are elites.
+        pairs = t.get("pairs") or [
+            {"role": "elite", "low": x, "high": y} for x, y in zip(low, high, strict=True)
+        ]
+        drawn.append((pairs, _elites_label(t, low, high)))
+        values += [v for p in pairs for v in (p["low"], p["high"]) if v is not None]
     lo = min(values, default=0.0) - 0.02
     hi = max(values, default=1.0) + 0.02
+    for i, (pairs, label) in enumerate(drawn):
+        colour = f"C{i % 10}"  # the colour cycle's i-th
+        for role, marker in (("elite", "o"), ("probe", "^")):
+            used = [p for p in pairs if p["role"] == role and None not in (p["low"], p["high"])]
+            ax.scatter(
+                [p["low"] for p in used], [p["high"] for p in used], s=28, alpha=0.8,
+                marker=marker, color=colour, label=label if role == "elite" else None,
+            )  # fmt: skip
+        failed = [p for p in pairs if None in (p["low"], p["high"])]
+        ax.scatter([lo if p["low"] is None else p["low"] for p in failed],
+                   [lo if p["high"] is None else p["high"] for p in failed],
+                   marker="x", s=40, color=colour, clip_on=False)  # fmt: skip
     ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=0.8, label="y = x")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("validation accuracy at the lower resolution")
     ax.set_ylabel("validation accuracy at the higher resolution")
-    ax.set_title("elites re-evaluated at each stage change")
+    ax.set_title("elites (o) and probe (△) re-evaluated; x: failed, left out", fontsize=9)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _elites_label(t: dict, low: list[float], high: list[float]) -> str:
+    rho = t.get("rank_correlation")
+    rho = spearman(low, high) if rho is None and len(low) > 1 else rho
+    label = f"{t['from_resolution']} → {t['to_resolution']} px  (ρ = "
+    label += "n/a" if rho is None else f"{rho:.2f}"
+    interval = t.get("interval")
+    if interval is not None:
+        label += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    label += f", n {t.get('n', len(low))}"
+    if t.get("n_failed"):
+        label += f", {t['n_failed']} failed"
+    return label + ")"
 
 
 # -- the run's summary and plots ----------------------------------------------------------------
@@ -325,6 +355,11 @@ def summary(
         "n_evaluations": progress.n_evaluations,
         "stages": list(progress.stages),
         "transitions": list(progress.transitions),
+        "adaptive": {
+            "enabled": bool(config["schedule"].get("adaptive")),
+            "fidelity_threshold": config["schedule"].get("fidelity_threshold"),
+            "decisions": list(progress.decisions),
+        },
         "final_candidates": list(progress.final),
         "failures": dict(sorted(failures.items())),
         "outcome": outcome.of_run(progress, winner, failed),

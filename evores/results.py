@@ -168,6 +168,7 @@ class Task(TypedDict):
     seed: int
     epochs: int | None  # the final retraining's epochs; None for a search evaluation
     elite_of: NotRequired[list]  # a carried elite: [its stage, its fitness there]
+    probe_of: NotRequired[list]  # a member of the fidelity probe: [its stage, its fitness there]
     val_accuracy: NotRequired[float]  # a final candidate's validation accuracy
 
 
@@ -180,7 +181,8 @@ def make_task(
     epochs: int | None = None,
     **extra: Any,
 ) -> Task:
-    """A task; ``extra`` holds the optional fields (``elite_of``, ``val_accuracy``)."""
+    """A task; ``extra`` holds the optional fields (``elite_of``, ``probe_of``,
+    ``val_accuracy``)."""
     task: Task = {
         "key": list(key),
         "kind": kind,
@@ -206,6 +208,7 @@ class LogRecord(TypedDict, total=False):
     seed: int
     elapsed: float  # the run's clock when the result was logged
     elite_of: list
+    probe_of: list
     status: str  # OK, FAILED or INTERRUPTED
     reason: str | None
     failure: str | None
@@ -238,8 +241,9 @@ def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord
         "seed": task["seed"],
         "elapsed": round(elapsed, 3),
     }
-    if "elite_of" in task:
-        record["elite_of"] = task["elite_of"]
+    for field in ("elite_of", "probe_of"):
+        if field in task:
+            record[field] = task[field]  # type: ignore[literal-required]
     record.update(result)  # type: ignore[typeddict-item]
     if task["kind"] == KIND_FINAL:
         # The final retraining belongs to no search stage and has no validation split: its

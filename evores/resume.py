@@ -36,6 +36,9 @@ log = logging.getLogger("evores.checkpoint")
 RESUMABLE = ("stop.", "slurm.", "train.threads", "train.device", "data.cache_dir", "data.download")
 
 PHASES = ("search", "final", "done")
+# State keys a checkpoint may lack: carried and probe exist only while a later stage starts;
+# the rest came with the fidelity probe (a run started before it goes on without one).
+OPTIONAL_STATE = ("carried", "probe", "probe_size", "stage_members", "decisions", "unnarrowed")
 
 
 def read_back(run_dir: RunDirectory, config: dict[str, Any]) -> tuple[dict | None, list[dict]]:
@@ -207,6 +210,12 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
         "transitions": lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
         "final": lambda v: isinstance(v, list) and all(isinstance(f, dict) for f in v),
         "carried": lambda v: isinstance(v, list) and all(map(_is_member, v)),
+        # The fidelity probe's (absent from checkpoints written before it, and at times).
+        "probe": lambda v: isinstance(v, list) and all(map(_is_member, v)),
+        "probe_size": lambda v: _is_int(v) and v >= 0,
+        "stage_members": lambda v: isinstance(v, list) and all(map(_is_member, v)),
+        "decisions": lambda v: isinstance(v, list) and all(isinstance(d, dict) for d in v),
+        "unnarrowed": lambda v: isinstance(v, dict),
     }
     if config["search"]["asynchronous"]:
         fields["births"] = lambda v: _is_int(v) and v >= 0
@@ -215,7 +224,7 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
         fields["generation"] = lambda v: _is_int(v) and v >= 0
     for name, valid in fields.items():
         if name not in search:
-            if name != "carried":  # only while a later stage starts
+            if name not in OPTIONAL_STATE:
                 problems.append(f"{name} is missing")
         elif not valid(search[name]):
             problems.append(f"{name} = {_short(search[name])} is impossible for this run")

@@ -1,7 +1,8 @@
-"""The statistics evores reports: the median and Spearman's rank correlation, defined once.
+"""The statistics evores reports: the median and the rank correlations, defined once.
 
-The search records the rank correlation of its elites at each stage change; the progress
-lines and the plots show the median of a stage's accuracies. Both import them from here.
+The search records the rank correlations of its elites and its fidelity probe at each stage
+change (Spearman, Kendall, a seeded bootstrap interval for Spearman); the progress lines and
+the plots show the median of a stage's accuracies. All import them from here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["median", "spearman"]
+__all__ = ["bootstrap_interval", "kendall", "median", "spearman"]
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -37,13 +38,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     Undefined means fewer than 2 pairs or no variation in either sequence. Raises ValueError
     for sequences of different lengths or non-finite values.
     """
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(
-            f"spearman needs two flat sequences of equal length, got {a.shape}, {b.shape}"
-        )
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("spearman needs finite values; drop NaN or infinite entries first")
+    a, b = _pairs(x, y, "spearman")
     if len(a) < 2:
         return None
     ra, rb = _average_ranks(a), _average_ranks(b)
@@ -52,3 +47,52 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     if denominator == 0.0:
         return None
     return max(-1.0, min(1.0, float(ra @ rb) / denominator))
+
+
+def _pairs(x: Sequence[float], y: Sequence[float], name: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"{name} needs two flat sequences of equal length, got {a.shape}, {b.shape}"
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"{name} needs finite values; drop NaN or infinite entries first")
+    return a, b
+
+
+def kendall(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b (ties counted in neither concordant nor discordant pairs, and corrected
+    for in the denominator), or None when it is undefined (as :func:`spearman`)."""
+    a, b = _pairs(x, y, "kendall")
+    if len(a) < 2:
+        return None
+    upper = np.triu_indices(len(a), k=1)
+    da = np.sign(a[:, None] - a[None, :])[upper]
+    db = np.sign(b[:, None] - b[None, :])[upper]
+    denominator = math.sqrt(float(np.count_nonzero(da)) * float(np.count_nonzero(db)))
+    if denominator == 0.0:
+        return None
+    return max(-1.0, min(1.0, float(da @ db) / denominator))
+
+
+def bootstrap_interval(
+    x: Sequence[float],
+    y: Sequence[float],
+    rng: np.random.Generator,
+    level: float = 0.9,
+    resamples: int = 1000,
+) -> list[float] | None:
+    """A percentile bootstrap interval for Spearman's rho: the pairs resampled with replacement
+    ``resamples`` times, resamples where rho is undefined (all ranks tied) left out. None with
+    fewer than 3 pairs, or when fewer than half the resamples give a rho. The interval depends
+    only on the pairs and ``rng``: seed it from evores.seeding for a reproducible one."""
+    a, b = _pairs(x, y, "bootstrap_interval")
+    if len(a) < 3:
+        return None
+    picks = rng.integers(len(a), size=(resamples, len(a)))
+    rhos = [rho for row in picks if (rho := spearman(a[row], b[row])) is not None]
+    if len(rhos) < resamples / 2:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(rhos, [tail, 100 - tail])
+    return [float(low), float(high)]

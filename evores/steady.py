@@ -8,12 +8,14 @@ keys where they mean the same (the driver's summary and the report read either),
 
 - ``births``: tasks handed out so far in the current stage (or in the final phase);
 - ``pending``: the tasks handed out and not yet told, re-issued first by a resumed search;
-- ``reevaluated``: the re-evaluated elites' fitness at the new resolution (None until told);
+- ``reevaluated``: the re-evaluated elites' and probe's fitness and status at the new
+  resolution (None until told);
 - ``final_told``: the final phase's results by candidate, until all are in.
 
 Stage s hands out exactly ``schedule.evaluations[s]`` tasks; its first ``schedule.elites``
-births in a later stage re-evaluate the carried elites. The stage closes when every one of its
-results is in, so stage changes are the only barrier. Birth b of stage s draws its genome from
+births in a later stage re-evaluate the carried elites, the next ``len(probe)`` the fidelity
+probe (``evores.fidelity``). The stage closes when every one of its results is in, so stage
+changes are the only barrier. Birth b of stage s draws its genome from
 ``derive_rng(seed, "async-breed", s, b)`` and is evaluated with
 ``derive_seed(seed, "async-eval", s, b)``; what it breeds from is the population at the moment
 it is asked, which depends on the order results arrived in.
@@ -36,7 +38,7 @@ from evores.ladder import (
     final_entry,
     member,
 )
-from evores.results import KIND_FINAL, KIND_SEARCH, Task, make_task
+from evores.results import KIND_FINAL, KIND_SEARCH, OK, Task, make_task
 from evores.seeding import derive_rng, derive_seed
 
 
@@ -87,11 +89,15 @@ class SteadyStateSearch(ClimbsLadder):
     def _search_task(self, birth: int) -> Task:
         stage = self.state["stage"]
         carried = self.state["carried"] if stage > 0 else []
+        probe = self.state.get("probe", []) if stage > 0 else []
         extra = {}
         if birth < len(carried):  # a later stage starts by re-evaluating the carried elites
-            # (so elite i is birth i: _tell_elite relies on it)
+            # (so elite i is birth i: _tell_elite relies on it), then the probe
             hparams = carried[birth]["hparams"]
             extra["elite_of"] = [stage - 1, carried[birth]["fitness"]]
+        elif birth < len(carried) + len(probe):
+            hparams = probe[birth - len(carried)]["hparams"]
+            extra["probe_of"] = [stage - 1, probe[birth - len(carried)]["fitness"]]
         else:
             hparams = self._breed(derive_rng(self.seed, "async-breed", stage, birth))
         return make_task(
@@ -130,16 +136,18 @@ class SteadyStateSearch(ClimbsLadder):
             return
         newcomer = member(task, result)
         self.ladder.count([newcomer])
-        if "elite_of" in task:
+        if "elite_of" in task or "probe_of" in task:
             self._tell_elite(task["key"][1], newcomer)
         # Steady-state replacement, (mu + 1): add the newcomer, then drop the worst. It keeps the
         # best genome found at this resolution (elitism without a parameter) and never trades a
         # member for a worse one; a newcomer that only ties the worst is dropped (selBest is
         # stable), so the population changes only on improvement. Same as "replace the worst if
         # better", stated without a special case for a population still filling up.
-        self.state["population"] = best(
-            self.state["population"] + [newcomer], self.search["population"]
-        )
+        # (A probe member outside the narrowed space is measured, but not bred from.)
+        if "probe_of" not in task or self.ladder.fits(newcomer):
+            self.state["population"] = best(
+                self.state["population"] + [newcomer], self.search["population"]
+            )
         if self.ladder.remaining() == 0:
             self._close_stage(elapsed)
 
@@ -155,21 +163,27 @@ class SteadyStateSearch(ClimbsLadder):
         )
 
     def _tell_elite(self, index: int, elite: dict[str, Any]) -> None:
+        """Elite or probe member ``index`` (its birth) is re-evaluated; with the last of them,
+        the transition is recorded."""
         reevaluated = self.state["reevaluated"]
-        reevaluated[index] = elite["fitness"]
+        reevaluated[index] = {"fitness": elite["fitness"], "status": elite["status"]}
         if all(f is not None for f in reevaluated):
             # The carried elites stay: breeding needs them until the population is full.
-            low = [m["fitness"] for m in self.state["carried"]]
-            self.ladder.record_transition(low, list(reevaluated))
+            low = self.state["carried"] + self.state.pop("probe", [])
+            # (a checkpoint written before the probe holds bare fitnesses: never failures)
+            high = [f if isinstance(f, dict) else {"fitness": f, "status": OK} for f in reevaluated]
+            self.ladder.record_transition(low, high, len(self.state["carried"]))
 
     def _close_stage(self, elapsed: float) -> None:
         self.ladder.close_stage(elapsed)
         self.state["births"] = 0
         if self.state["phase"] == SEARCH:
             self.state["population"] = []  # accuracies at another resolution do not compare
-            self.state["reevaluated"] = [None] * len(self.state["carried"])
+            n_measured = len(self.state["carried"]) + len(self.state.get("probe", []))
+            self.state["reevaluated"] = [None] * n_measured
             return
         self.state.pop("reevaluated", None)
+        self.state.pop("probe", None)
         self.state.pop("carried", None)  # as in LadderSearch's final phase
         n_final = len(self.ladder.final_tasks())
         if n_final == 0:  # no successful evaluation to retrain (LadderSearch ends the same way)

@@ -64,3 +64,41 @@ def accuracy_from_seed_dies_once(hparams, resolution, data, **options):
     if _calls == int(os.environ.get("EVORES_TEST_DIE_AT", "0")):
         os._exit(137)
     return accuracy_from_seed(hparams, resolution, data, **options)
+
+
+def _quality(hparams):
+    """The genome's planted quality in [0, 1]: where its learning rate lies in the default
+    range 1e-4..1 (log scale)."""
+    import math
+
+    return min(1.0, max(0.0, (math.log10(hparams["learning_rate"]) + 4) / 4))
+
+
+def _noise(hparams):
+    """A number in [0, 1) fixed by the genome and unrelated to its quality."""
+    import json
+    import zlib
+
+    return zlib.crc32(json.dumps(hparams, sort_keys=True).encode()) / 2**32
+
+
+# Planted fidelity: below 16 px a genome scores by a planted low-resolution rule, from 16 px
+# up by its quality. No training; the final retraining scores as the high resolution.
+
+
+def fidelity_agrees(hparams, resolution, data, **options):
+    """Low and high resolution rank genomes alike, the low one with a little noise."""
+    noise = 0.05 * _noise(hparams) if resolution < 16 else 0.0
+    return 0.2 + 0.6 * _quality(hparams) + noise
+
+
+def fidelity_unrelated(hparams, resolution, data, **options):
+    """The low-resolution score is unrelated to the high-resolution one."""
+    score = _noise(hparams) if resolution < 16 else _quality(hparams)
+    return 0.2 + 0.6 * score
+
+
+def fidelity_disagrees(hparams, resolution, data, **options):
+    """The low resolution ranks genomes in reverse of the high one."""
+    score = 1.0 - _quality(hparams) if resolution < 16 else _quality(hparams)
+    return 0.2 + 0.6 * score

@@ -51,7 +51,7 @@ def test_overrides_parse_toml_values_and_bare_strings():
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("schedule.resolution=[16]", "valid keys here: elites, evaluations, narrow"),
+        ("schedule.resolution=[16]", "valid keys here: adaptive, elites, evaluations"),
         ("bogus=1", "unknown key 'bogus'"),
         ("seed=1.5", "seed must be int"),
         ("search.population=true", "must be int"),
@@ -64,12 +64,23 @@ def test_overrides_parse_toml_values_and_bare_strings():
         ("fitness.function=nocolon", "package.module:function"),
         ("data=3", "[data] is a section"),
         ("noequals", "section.key=value"),
+        ("schedule.probe=-1", "schedule.probe must be a whole number >= 0"),
+        ("schedule.probe=2.5", "must be int"),
+        ("schedule.fidelity_threshold=1.5", "rank correlation in [-1, 1]"),
+        ("schedule.adaptive=yes", "must be bool"),
     ],
 )
 def test_bad_values_name_the_problem(override, fragment):
     with pytest.raises(ConfigError, match=None) as caught:
         configuration.load(overrides=[override])
     assert fragment in str(caught.value)
+
+
+def test_the_adaptive_ladder_needs_the_probe():
+    with pytest.raises(ConfigError, match="schedule.adaptive needs the fidelity probe"):
+        configuration.load(overrides=["schedule.probe=0", "schedule.adaptive=true"])
+    config = configuration.load(overrides=["schedule.adaptive=true"])
+    assert config["schedule"]["probe"] == 8 and config["schedule"]["fidelity_threshold"] == 0.3
 
 
 def test_not_toml_and_missing_file(tmp_path):

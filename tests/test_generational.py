@@ -73,12 +73,19 @@ def test_elites_are_re_evaluated_first_at_a_stage_change():
     assert len(elites) == 3 and first_at_32[:3] == elites
     scores = [t["elite_of"][1] for t in elites]
     assert scores == sorted(scores, reverse=True)
+    probe = [t for t in first_at_32 if "probe_of" in t]
+    assert len(probe) == 8 and first_at_32[3:11] == probe  # schedule.probe, after the elites
     transition = search.state["transitions"][0]
     assert transition["from_resolution"] == 16 and transition["to_resolution"] == 32
-    assert transition["low"] == scores
-    assert transition["high"] == [toy_accuracy(t["hparams"], 32) for t in elites]
-    # toy_accuracy ranks genomes alike at every resolution: the elites keep their order.
+    measured = [t for t in elites + probe if t["hparams"]["batch_size"] != 512]  # not failed
+    assert transition["low"] == [(t.get("elite_of") or t["probe_of"])[1] for t in measured]
+    assert transition["high"] == [toy_accuracy(t["hparams"], 32) for t in measured]
+    assert transition["n"] == len(measured) and transition["n_failed"] == 11 - len(measured)
+    assert [p["role"] for p in transition["pairs"]] == ["elite"] * 3 + ["probe"] * 8
+    # toy_accuracy ranks genomes alike at every resolution: the members keep their order.
     assert transition["rank_correlation"] == pytest.approx(1.0)
+    assert transition["spearman"] == transition["kendall"] == pytest.approx(1.0)
+    assert transition["interval"] == pytest.approx([1.0, 1.0]) and transition["top_k_kept"] == 3
     assert search.state["stages"][1]["rank_correlation"] == transition["rank_correlation"]
 
 
@@ -98,8 +105,8 @@ def planted(elite_at_32):
     return result
 
 
-def first_transition(work) -> dict:
-    search = LadderSearch(make_config())
+def first_transition(work, probe: int = 0) -> dict:
+    search = LadderSearch(make_config(schedule__probe=probe))
     while not search.state["transitions"]:
         tasks = search.ask()
         search.tell(tasks, [work(t) for t in tasks], elapsed=0.0)
@@ -121,17 +128,20 @@ def test_rank_correlation_of_elites_whose_order_holds_or_reverses_is_plus_or_min
     assert reversed_["rank_correlation"] == pytest.approx(-1.0)
 
 
-def test_an_elite_failing_at_the_higher_resolution_scores_zero_in_the_transition():
+def test_an_elite_failing_at_the_higher_resolution_is_counted_not_scored():
     def best_one_fails(index: int, low: float) -> dict:
         if index == 0:
             return {"status": "failed", "val_accuracy": 0.0, "best_epoch": 0, "failure": "oom"}
-        return {"status": "ok", "val_accuracy": low, "best_epoch": 3}
+        return {"status": "ok", "val_accuracy": 1.0 - low, "best_epoch": 3}
 
     transition = first_transition(planted(best_one_fails))
-    low, high = transition["low"], transition["high"]
-    assert low[0] > low[1] > low[2] and high == [0.0, low[1], low[2]]
-    # Ranks (3, 2, 1) against (1, 3, 2): rho = 1 - 6 * (4 + 1 + 1) / (3 * 8) = -0.5
-    assert transition["rank_correlation"] == pytest.approx(-0.5)
+    pairs = transition["pairs"]
+    assert pairs[0]["high"] is None and transition["n_failed"] == 1 and transition["n"] == 2
+    assert transition["low"] == [p["low"] for p in pairs[1:]]
+    # Scored 0.0, the failure would have read as agreement (rho -0.5); left out, the two
+    # elites that were told reverse their order.
+    assert transition["rank_correlation"] == pytest.approx(-1.0)
+    assert transition["interval"] is None  # two pairs give no interval
 
 
 def test_same_seed_same_run_and_other_seed_differs():

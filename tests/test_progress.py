@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evores.ladder import FINAL, SEARCH, Progress
-from evores.progress import RunCosts, generation_line
+from evores.progress import RunCosts, generation_line, transition_line
 
 
 def view(**fields) -> Progress:
@@ -67,3 +67,11 @@ def test_a_generation_line_counts_the_results_not_yet_told():
     )
     final = generation_line(view(phase=FINAL, stage=1), [], [], elapsed=1.0, costs=costs)
     assert final == "final retraining at 32 px: test accuracies []"
+
+
+def test_the_transition_line_gives_rho_its_interval_and_the_pairs_used():
+    transition = {"from_resolution": 16, "to_resolution": 32, "low": [], "spearman": 0.71,
+                  "interval": [0.38, 0.9], "n": 11, "n_failed": 0}  # fmt: skip
+    assert transition_line(transition) == "16→32 px: ρ 0.71 [0.38, 0.90], n 11"
+    few = {**transition, "spearman": None, "interval": None, "n": 1, "n_failed": 2}
+    assert transition_line(few) == "16→32 px: ρ n/a, n 1 (2 failed, left out)"

@@ -11,6 +11,7 @@ import pytest
 
 from evores import report
 from evores.report import (
+    _elites_label,
     completed,
     format_progress,
     plot_elites,
@@ -155,6 +156,24 @@ def test_plot_elites_writes_png(tmp_path):
          "rank_correlation": None},
     ]  # fmt: skip
     plot_elites(transitions, tmp_path / "elites.png")
+    assert_png(tmp_path / "elites.png")
+
+
+def test_plot_elites_shows_the_probe_the_interval_and_the_failures_left_out(tmp_path):
+    transition = {
+        "from_resolution": 16, "to_resolution": 32, "low": [0.7, 0.5, 0.4], "high": [0.6, 0.5, 0.3],
+        "rank_correlation": 1.0, "spearman": 1.0, "interval": [0.38, 0.9], "n": 3,
+        "n_failed": 2,
+        "pairs": [{"role": "elite", "low": 0.7, "high": 0.6},
+                  {"role": "elite", "low": 0.65, "high": None},
+                  {"role": "probe", "low": 0.5, "high": 0.5},
+                  {"role": "probe", "low": None, "high": 0.45},
+                  {"role": "probe", "low": 0.4, "high": 0.3}],
+    }  # fmt: skip
+    assert _elites_label(transition, transition["low"], transition["high"]) == (
+        "16 → 32 px  (ρ = 1.00 [0.38, 0.90], n 3, 2 failed)"
+    )
+    plot_elites([transition], tmp_path / "elites.png")
     assert_png(tmp_path / "elites.png")
 
 

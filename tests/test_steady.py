@@ -163,6 +163,8 @@ def test_population_is_the_best_mu_of_the_stage_so_far():
 
     def check(task: dict, result: dict) -> None:
         fitness = result["val_accuracy"] if result["status"] == "ok" else 0.0
+        if "probe_of" in task and not search.ladder.fits({"hparams": task["hparams"]}):
+            return  # measured, not bred from: outside the narrowed space
         seen.setdefault(task["resolution"], []).append((fitness, task["key"]))
         if task["kind"] == "search" and search.state["stage_used"] > 0:  # stage not just closed
             # Ties (failures score 0.0) keep the member that came first.
@@ -179,8 +181,9 @@ def test_population_is_the_best_mu_of_the_stage_so_far():
     assert best_at_64 == search.state["stages"][-1]["best_val_accuracy"]
 
 
-def test_elites_are_re_evaluated_first_and_the_transition_is_recorded():
-    search = SteadyStateSearch(make_config())
+@pytest.mark.parametrize("probe", [0, 8])
+def test_elites_are_re_evaluated_first_and_the_transition_is_recorded(probe):
+    search = SteadyStateSearch(make_config(schedule__probe=probe))
     lengths = []
     told = run_serial(search, on_told=lambda t, r: lengths.append(len(search.state["transitions"])))
     first_at_32 = [t for t in told if t["resolution"] == 32 and t["kind"] == "search"][:3]
@@ -188,15 +191,25 @@ def test_elites_are_re_evaluated_first_and_the_transition_is_recorded():
     assert all("elite_of" in t for t in first_at_32)
     scores = [t["elite_of"][1] for t in first_at_32]
     assert scores == sorted(scores, reverse=True)
-    assert lengths[24 + 1] == 0 and lengths[24 + 2] == 1  # recorded when the last elite is back
+    at_32 = [t for t in told if t["resolution"] == 32 and t["kind"] == "search"]
+    probed = at_32[3 : 3 + probe]
+    assert all("probe_of" in t for t in probed) and not any(
+        "probe_of" in t for t in at_32[3 + probe :]
+    )
+    last = 24 + 2 + probe  # recorded when the last elite (or probe member) is back
+    assert lengths[last - 1] == 0 and lengths[last] == 1
     transitions = search.state["transitions"]
     assert [(t["from_resolution"], t["to_resolution"]) for t in transitions] == [(16, 32), (32, 64)]
-    for transition, stage in zip(transitions, search.state["stages"][1:], strict=True):
-        assert len(transition["low"]) == len(transition["high"]) == 3
+    for transition, stage, n in zip(
+        transitions, search.state["stages"][1:], [3 + probe, 3 + min(probe, 4)], strict=True
+    ):
+        assert len(transition["pairs"]) == n
+        assert transition["n"] + transition["n_failed"] == n
+        assert len(transition["low"]) == len(transition["high"]) == transition["n"]
         rho = spearman(transition["low"], transition["high"])
         assert rho is not None and transition["rank_correlation"] == rho
         assert stage["rank_correlation"] == rho
-    assert transitions[0]["low"] == scores
+    assert [p["low"] for p in transitions[0]["pairs"][:3]] == scores
 
 
 def test_out_of_order_results_keep_the_budget_and_the_transitions():
