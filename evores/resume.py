@@ -208,6 +208,8 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
         "final": lambda v: isinstance(v, list) and all(isinstance(f, dict) for f in v),
         "carried": lambda v: isinstance(v, list) and all(map(_is_member, v)),
     }
+    if config["search"]["strategy"] == "tpe":
+        fields["trials"] = lambda v: isinstance(v, list) and all(map(_is_member, v))
     if config["search"]["asynchronous"]:
         fields["births"] = lambda v: _is_int(v) and v >= 0
         fields["pending"] = lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v)
