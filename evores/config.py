@@ -112,7 +112,7 @@ SLURM_DEFAULTS: dict[str, Any] = {
     "extra": [],  # more sbatch flags, "--flag=value" or "--flag"; they replace generated ones
 }
 
-STRATEGIES = ("ga", "random")
+STRATEGIES = ("ga", "random", "tpe")
 
 
 def _space_defaults() -> dict[str, Any]:

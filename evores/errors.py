@@ -19,3 +19,7 @@ class DataError(EvoresError):
 
 class CheckpointError(EvoresError):
     """A run directory or checkpoint cannot be used."""
+
+
+class ExportError(EvoresError):
+    """An export target (an Optuna storage) cannot take the run."""

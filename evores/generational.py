@@ -33,10 +33,11 @@ from evores.ladder import (
 )
 from evores.results import KIND_SEARCH, Task, make_task
 from evores.seeding import derive_rng, derive_seed
+from evores.trials import tpe_genomes
 
 
 class LadderSearch(ClimbsLadder):
-    """Genetic (``ga``) or random search over ``space`` under the resolution schedule."""
+    """Genetic (``ga``), random or TPE (``tpe``) search over ``space`` under the schedule."""
 
     def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
         self.seed = config["seed"]
@@ -50,7 +51,10 @@ class LadderSearch(ClimbsLadder):
         shared = Ladder.initial_state(config)
         # "generation" right after "stage", where checkpoints have always had it.
         head = {key: shared.pop(key) for key in ("phase", "stage")}
-        return {**head, "generation": 0, **shared}
+        state = {**head, "generation": 0, **shared}
+        if config["search"]["strategy"] == "tpe":
+            state["trials"] = []  # the stage's evaluations so far, which TPE is fitted to
+        return state
 
     # -- ask ---------------------------------------------------------------------------------
 
@@ -93,6 +97,8 @@ class LadderSearch(ClimbsLadder):
     def _offspring(self, rng: np.random.Generator, count: int) -> list[dict]:
         if self.search["strategy"] == "random":
             return self._samples(rng, count)
+        if self.search["strategy"] == "tpe":
+            return self._tpe(rng, count)
         population = self.state["population"]
         fitnesses = [m["fitness"] for m in population]
         picks = self.ladder.toolbox.select(fitnesses, count, rng=rng)
@@ -106,6 +112,8 @@ class LadderSearch(ClimbsLadder):
         fill = max(fill - len(probe), 0)
         if self.search["strategy"] == "random":
             children = self._samples(rng, fill)
+        elif self.search["strategy"] == "tpe":
+            children = self._tpe(rng, fill)
         else:
             picks = rng.integers(len(elites), size=fill)
             children = self.ladder.vary([elites[i]["hparams"] for i in picks], rng)
@@ -113,6 +121,15 @@ class LadderSearch(ClimbsLadder):
         extra = [{"elite_of": [below, m["fitness"]]} for m in elites]
         extra += [{"probe_of": [below, m["fitness"]]} for m in probe]
         return self._tasks([m["hparams"] for m in elites + probe] + children, extra)
+
+    def _tpe(self, rng: np.random.Generator, count: int) -> list[dict]:
+        """TPE fitted to this stage's evaluations, warm-started by the carried elites (with
+        their fitness from the stage below) until their re-evaluation here is told."""
+        stage = self.state["stage"]
+        told = [m for m in self.state["trials"] if m["key"][0] == stage]
+        warm = self.state.get("carried", []) if self.state["generation"] == 0 else []
+        seed = int(rng.integers(2**32))
+        return tpe_genomes(self.ladder.space(), warm + told, seed, count)
 
     # -- tell --------------------------------------------------------------------------------
 
@@ -137,12 +154,19 @@ class LadderSearch(ClimbsLadder):
             self.ladder.close_stage(elapsed)
             if self.state["phase"] == SEARCH:
                 self.state["generation"] = 0
+        if self.search["strategy"] == "tpe":
+            self.state["trials"] = self._stage_trials(members)
+
+    def _stage_trials(self, members: list[dict]) -> list[dict]:
+        """The current stage's evaluations, which TPE is fitted to (none after a change)."""
+        told = self.state["trials"] + members
+        return [m for m in told if m["key"][0] == self.state["stage"]]
 
     def _survivors(self, members: list[dict]) -> list[dict]:
         population = self.search["population"]
         if self.state["generation"] == 0:
             return members
-        if self.search["strategy"] == "random":
+        if self.search["strategy"] in ("random", "tpe"):
             return best(self.state["population"] + members, population)
         keep = population - len(members)
         return best(self.state["population"], keep) + members

@@ -217,6 +217,8 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
         "decisions": lambda v: isinstance(v, list) and all(isinstance(d, dict) for d in v),
         "unnarrowed": lambda v: isinstance(v, dict),
     }
+    if config["search"]["strategy"] == "tpe":
+        fields["trials"] = lambda v: isinstance(v, list) and all(map(_is_member, v))
     if config["search"]["asynchronous"]:
         fields["births"] = lambda v: _is_int(v) and v >= 0
         fields["pending"] = lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v)

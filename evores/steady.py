@@ -40,10 +40,11 @@ from evores.ladder import (
 )
 from evores.results import KIND_FINAL, KIND_SEARCH, OK, Task, make_task
 from evores.seeding import derive_rng, derive_seed
+from evores.trials import tpe_genomes
 
 
 class SteadyStateSearch(ClimbsLadder):
-    """Steady-state genetic (``ga``) or random search: ``ask_one``/``tell_one``."""
+    """Steady-state genetic (``ga``), random or TPE search: ``ask_one``/``tell_one``."""
 
     def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
         self.seed = config["seed"]
@@ -56,7 +57,10 @@ class SteadyStateSearch(ClimbsLadder):
 
     @staticmethod
     def _initial_state(config: dict[str, Any]) -> dict[str, Any]:
-        return {**Ladder.initial_state(config), "births": 0, "pending": []}
+        state = {**Ladder.initial_state(config), "births": 0, "pending": []}
+        if config["search"]["strategy"] == "tpe":
+            state["trials"] = []  # the stage's evaluations so far, which TPE is fitted to
+        return state
 
     def pending(self) -> list[Task]:
         """The tasks handed out and not yet told (copies), oldest first."""
@@ -114,6 +118,8 @@ class SteadyStateSearch(ClimbsLadder):
         the carried elites (as LadderSearch's stage change), or a sample in stage 0."""
         if self.search["strategy"] == "random":
             return self.ladder.toolbox.sample(self.ladder.space(), rng)
+        if self.search["strategy"] == "tpe":
+            return self._tpe(rng)
         population = self.state["population"]
         if len(population) >= self.search["population"]:
             fitnesses = [m["fitness"] for m in population]
@@ -125,6 +131,17 @@ class SteadyStateSearch(ClimbsLadder):
         else:  # stage 0 before the population is full: never wait for results to breed
             return self.ladder.toolbox.sample(self.ladder.space(), rng)
         return self.ladder.vary_one(parents, rng)
+
+    def _tpe(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One genome from TPE fitted to this stage's told evaluations, warm-started by the
+        carried elites (fitness from the stage below) whose re-evaluation is not told yet."""
+        stage = self.state["stage"]
+        told = [m for m in self.state["trials"] if m["key"][0] == stage]
+        carried = self.state.get("carried", []) if stage > 0 else []
+        reevaluated = self.state.get("reevaluated", [])
+        warm = [m for i, m in enumerate(carried) if reevaluated[i] is None]
+        [genome] = tpe_genomes(self.ladder.space(), warm + told, int(rng.integers(2**32)), 1)
+        return genome
 
     # -- tell --------------------------------------------------------------------------------
 
@@ -150,6 +167,9 @@ class SteadyStateSearch(ClimbsLadder):
             )
         if self.ladder.remaining() == 0:
             self._close_stage(elapsed)
+        if self.search["strategy"] == "tpe":  # this stage's evaluations, which TPE is fitted to
+            told = self.state["trials"] + [newcomer]
+            self.state["trials"] = [m for m in told if m["key"][0] == self.state["stage"]]
 
     def _take_pending(self, key: list[int]) -> None:
         pending = self.state["pending"]
