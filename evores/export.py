@@ -26,7 +26,7 @@ from evores.trials import OutsideSpace, frozen_trial, quiet_optuna
 
 EXIT_USAGE = 2
 # Copied to each trial's user attributes when the record has them.
-TRIAL_ATTRS = ("key", "resolution", "seed", "elite_of", "failure", "reason", "best_epoch",
+TRIAL_ATTRS = ("key", "resolution", "seed", "elite_of", "probe_of", "failure", "reason", "best_epoch",
                "epochs", "wall_seconds", "n_parameters", "repairs")  # fmt: skip
 
 
@@ -77,7 +77,8 @@ def export(run_dir: str | Path, storage: str, prefix: str | None = None) -> list
         zip(spaces, config["schedule"]["resolutions"], strict=True)
     ):
         name = f"{prefix}/stage-{stage}-{resolution}px"
-        trials = [_trial(space, r) for r in records if r["key"][0] == stage]
+        below = spaces[max(stage - 1, 0)]
+        trials = [_trial(space, below, r) for r in records if r["key"][0] == stage]
         with quiet_optuna():
             try:
                 study = optuna.create_study(
@@ -110,10 +111,17 @@ def _storage(url: str) -> Any:
         ) from None
 
 
-def _trial(space: SearchSpace, record: dict[str, Any]) -> Any:
+def _trial(space: SearchSpace, below: SearchSpace, record: dict[str, Any]) -> Any:
+    """A record as a trial of its stage; a fidelity probe member (drawn in the wider space of
+    the stage below, then re-evaluated here) keeps that stage's distributions."""
     attrs = {name: record[name] for name in TRIAL_ATTRS if record.get(name) is not None}
     try:
-        return frozen_trial(space, record, **attrs)
+        try:
+            return frozen_trial(space, record, **attrs)
+        except OutsideSpace:
+            if "probe_of" not in record:
+                raise
+            return frozen_trial(below, record, **attrs)
     except OutsideSpace as error:  # the run's own genomes: a log that does not match the run
         raise CheckpointError(
             f"evaluation {record['key']} of the log lies outside its stage's search space "
