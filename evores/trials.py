@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from evores.errors import ConfigError
 from evores.results import OK
 from evores.space import SearchSpace
 
@@ -73,7 +74,11 @@ def trial_params(space: SearchSpace, hparams: Mapping[str, Any]) -> tuple[dict, 
 
     Raises :class:`OutsideSpace` when a value lies outside ``space`` (e.g. a genome of a wider
     stage replayed through a narrowed one)."""
-    replay = _Replay(space.encode(hparams))
+    try:
+        flat = space.encode(hparams)  # validated against space: outside it, a ConfigError
+    except ConfigError as error:
+        raise OutsideSpace(str(error)) from None
+    replay = _Replay(flat)
     space.suggest(replay)
     return replay.params, replay.distributions
 
