@@ -134,13 +134,16 @@ class SteadyStateSearch(ClimbsLadder):
 
     def _tpe(self, rng: np.random.Generator) -> dict[str, Any]:
         """One genome from TPE fitted to this stage's told evaluations, warm-started by the
-        carried elites (fitness from the stage below) whose re-evaluation is not told yet."""
+        carried elites (fitness from the stage below) whose re-evaluation is not told yet; the
+        genomes still being evaluated count as running trials."""
         stage = self.state["stage"]
         told = [m for m in self.state["trials"] if m["key"][0] == stage]
         carried = self.state.get("carried", []) if stage > 0 else []
         reevaluated = self.state.get("reevaluated", [])
         warm = [m for i, m in enumerate(carried) if reevaluated[i] is None]
-        [genome] = tpe_genomes(self.ladder.space(), warm + told, int(rng.integers(2**32)), 1)
+        running = [t["hparams"] for t in self.state["pending"] if "elite_of" not in t]
+        seed = int(rng.integers(2**32))
+        [genome] = tpe_genomes(self.ladder.space(), warm + told, seed, 1, running=running)
         return genome
 
     # -- tell --------------------------------------------------------------------------------

@@ -75,8 +75,8 @@ def trial_params(space: SearchSpace, hparams: Mapping[str, Any]) -> tuple[dict, 
     Raises :class:`OutsideSpace` when a value lies outside ``space`` (e.g. a genome of a wider
     stage replayed through a narrowed one)."""
     try:
-        flat = space.encode(hparams)
-    except ConfigError as error:  # a depth outside the space: no parameter can state it
+        flat = space.encode(hparams)  # validated against space: outside it, a ConfigError
+    except ConfigError as error:
         raise OutsideSpace(str(error)) from None
     replay = _Replay(flat)
     space.suggest(replay)
@@ -117,13 +117,21 @@ def study(
     space: SearchSpace,
     evaluations: Sequence[Mapping[str, Any]],
     *,
+    running: Sequence[Mapping[str, Any]] = (),
     sampler: Any = None,
     storage: Any = None,
     study_name: str | None = None,
 ) -> Any:
-    """A maximising study holding ``evaluations`` as trials, in order; those outside ``space``
+    """A maximising study holding ``evaluations`` as finished trials, in order, then the
+    genomes ``running`` (still being evaluated) as running trials; those outside ``space``
     are left out (they cannot be stated in its distributions)."""
     import optuna
+
+    def running_trial(hparams: Mapping[str, Any]) -> Any:
+        params, distributions = trial_params(space, hparams)
+        return optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params=params, distributions=distributions
+        )
 
     with quiet_optuna():
         made = optuna.create_study(
@@ -133,22 +141,29 @@ def study(
         for evaluation in evaluations:
             with contextlib.suppress(OutsideSpace):
                 trials.append(frozen_trial(space, evaluation))
+        for hparams in running:
+            with contextlib.suppress(OutsideSpace):
+                trials.append(running_trial(hparams))
         made.add_trials(trials)
     return made
 
 
 def tpe_genomes(
-    space: SearchSpace, evaluations: Sequence[Mapping[str, Any]], seed: int, count: int
+    space: SearchSpace,
+    evaluations: Sequence[Mapping[str, Any]],
+    seed: int,
+    count: int,
+    running: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict]:
     """``count`` genomes from Optuna's TPE over ``space``, fitted to ``evaluations``.
 
     A pure function: a fresh in-memory study of ``evaluations`` and a TPE sampler seeded with
-    ``seed`` (never the global RNG), so the same arguments give the same genomes. Within the
-    call, the genomes asked earlier count as running trials (TPE's constant liar), so one
-    call's genomes spread out rather than repeat."""
+    ``seed`` (never the global RNG), so the same arguments give the same genomes. The genomes
+    ``running`` and those asked earlier in the call count as running trials (TPE's constant
+    liar), so genomes asked while others are evaluated spread out rather than repeat."""
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed & 0xFFFFFFFF)
-    made = study(space, evaluations, sampler=sampler)
+    made = study(space, evaluations, running=running, sampler=sampler)
     with quiet_optuna():
         return [space.suggest(made.ask()) for _ in range(count)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from evores import config as configuration
@@ -129,33 +130,75 @@ def test_asynchronous_tpe_is_deterministic_resumable_and_in_the_space():
         assert before + drive_one(resumed) == whole
 
 
-def best_in_first_stage(strategy: str, seed: int) -> float:
+def test_a_checkpoint_whose_tpe_trials_are_missing_or_malformed_is_refused():
+    from evores.resume import state_problems
+
+    config = make_config()
+    search = LadderSearch(config)
+    drive(search, stop_after=2)
+    state = {"elapsed": 1.0, "search": json.loads(json.dumps(search.state))}
+    assert state_problems(state, config) == []
+    state["search"]["trials"][0] = {"hparams": "not a genome"}
+    assert any(p.startswith("trials = ") for p in state_problems(state, config))
+    del state["search"]["trials"]
+    assert "trials is missing" in state_problems(state, config)
+
+
+def simulate(search: SteadyStateSearch, workers: int, order_seed: int) -> None:
+    """``workers`` simulated workers finishing in a seeded random order."""
+    rng = np.random.default_rng(order_seed)
+    running: list[dict] = []
+    while True:
+        while len(running) < workers and (task := search.ask_one()) is not None:
+            running.append(task)
+        if not running:
+            return
+        task = running.pop(int(rng.integers(len(running))))
+        search.tell_one(task, planted(task), elapsed=0.0)
+
+
+def best_in_first_stage(strategy: str, seed: int, asynchronous: bool) -> float:
     config = make_config(
         seed=seed,
         search__strategy=f'"{strategy}"',
+        search__asynchronous=str(asynchronous).lower(),
         schedule__resolutions="[16, 32]",
         schedule__evaluations="[48, 8]",
     )
-    search = LadderSearch(config)
-    drive(search)
+    if asynchronous:
+        search = SteadyStateSearch(config)
+        simulate(search, workers=3, order_seed=seed)
+    else:
+        search = LadderSearch(config)
+        drive(search)
     return search.state["stages"][0]["best_val_accuracy"]
 
 
-def test_tpe_finds_better_genomes_than_random_search_on_a_planted_function():
-    # Same budget (48 evaluations), same first generation (8 samples), five seeds: TPE's 40
-    # later draws are fitted to what was told, random search's are not.
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_tpe_finds_better_genomes_than_random_search_on_a_planted_function(asynchronous):
+    # Same budget (48 evaluations), five seeds; TPE's draws after its first ones are fitted
+    # to what was told (asynchronously: with three evaluations in flight), random search's
+    # are not. Measured: 0.980 against 0.919 (generations), 0.996 against 0.915 (async).
     seeds = range(5)
-    tpe = [best_in_first_stage("tpe", s) for s in seeds]
-    random = [best_in_first_stage("random", s) for s in seeds]
+    tpe = [best_in_first_stage("tpe", s, asynchronous) for s in seeds]
+    random = [best_in_first_stage("random", s, asynchronous) for s in seeds]
     assert sum(tpe) > sum(random)
 
 
-def test_a_tpe_run_through_the_cli_with_a_user_fitness_function(cli, tmp_path):
-    from conftest import TINY_RUN, summary
+def test_a_tpe_run_killed_and_resumed_through_the_cli_equals_the_uninterrupted_one(cli, tmp_path):
+    from conftest import TINY_RUN, assert_same_result, summary
 
-    run_dir = tmp_path / "run"
-    plugin = ["fitness.function=fitness_plugins:accuracy_from_seed", 'search.strategy="tpe"']
-    result = cli("--out", str(run_dir), overrides=TINY_RUN + plugin)
+    tpe = [*TINY_RUN, 'search.strategy="tpe"']
+    whole = tmp_path / "whole"
+    plain = ["fitness.function=fitness_plugins:accuracy_from_seed"]
+    result = cli("--out", str(whole), overrides=tpe + plain)
     assert result.returncode == 0, result.stderr
-    assert summary(run_dir)["n_evaluations"] == 10
+    assert summary(whole)["n_evaluations"] == 10
     assert "Trial" not in result.stderr  # Optuna's per-trial info lines are silenced
+    killed = tmp_path / "killed"
+    dies = ["fitness.function=fitness_plugins:accuracy_from_seed_dies_once"]
+    died = cli("--out", str(killed), overrides=tpe + dies, env={"EVORES_TEST_DIE_AT": "8"})
+    assert died.returncode == 137, died.stderr  # in stage 1, after 7 evaluations
+    resumed = cli("--resume", "--out", str(killed), overrides=tpe + dies)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_result(killed, whole)
