@@ -33,6 +33,7 @@ __all__ = [
     "completed",
     "format_progress",
     "plot_elites",
+    "plot_importance",
     "plot_progress",
     "plot_run",
     "progress_series",
@@ -291,6 +292,40 @@ def plot_elites(transitions: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_importance(data: dict[str, Any], path: Path) -> None:
+    """``importance.json`` (``evores.importance``) as one heat map: a row per gene, a column per
+    stage labelled with its resolution and successful evaluations. A stage without importance
+    is a grey column marked "n/a" (its reason is in the file); with none at all the file shows
+    why, so the run directory always has the plot."""
+    stages, genes = data["stages"], list(data["genes"])
+    if not any(s["importance"] for s in stages):
+        _message_plot(path, "no stage has enough successful\nevaluations for importance")
+        return
+    values = np.full((len(genes), len(stages)), np.nan)
+    for column, stage in enumerate(stages):
+        if stage["importance"]:
+            values[:, column] = [stage["importance"][gene] for gene in genes]
+    fig = _figure((2.2 + 1.1 * len(stages), 5.0))
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.85")  # the colour of a stage without importance
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        text = "n/a" if math.isnan(value) else f"{value:.2f}"
+        colour = "black" if math.isnan(value) or value > 0.6 else "white"
+        ax.text(column, row, text, ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(stages)))
+    ax.set_xticklabels(
+        [f"{s['resolution']} px\nn={s['n_evaluations'] - s['n_failed']}" for s in stages]
+    )
+    ax.set_yticks(range(len(genes)))
+    ax.set_yticklabels([gene.replace("_", " ") for gene in genes])
+    ax.set_xlabel("stage (resolution, successful evaluations)")
+    ax.set_title("gene importance per stage (fANOVA)")
+    fig.colorbar(image, ax=ax, label="share of the explained variance")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 # -- the run's summary and plots ----------------------------------------------------------------
 
 
@@ -348,3 +383,4 @@ def plot_run(directory: Path, records: list[dict[str, Any]], transitions: Sequen
     search = [r for r in completed(records) if r["kind"] == KIND_SEARCH]
     plot_progress(search, directory / PLOTS["evaluations"], directory / PLOTS["time"])
     plot_elites(list(transitions), directory / PLOTS["elites"])
+
