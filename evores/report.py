@@ -1,5 +1,8 @@
 """What a run reports: the summary, the plots, the statistics and the progress line's text.
 
+``python -m evores.report RUN_DIR`` makes them again from a run directory, finished or
+stopped (``evores.recompute``), with the genes' importance (``evores.importance``).
+
 The summary (``summary.json``) and the three plots are made from the evaluation log and the
 search's progress view when a run ends. Its statistics come from ``evores.stats``: the plots'
 median is the progress lines' (``evores.progress``), and Spearman's rho the search's.
@@ -12,6 +15,7 @@ switch, no figure left registered anywhere (each is cleared after saving).
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +36,7 @@ __all__ = [
     "PROVISIONAL_SUMMARY",
     "completed",
     "format_progress",
+    "main",
     "plot_elites",
     "plot_importance",
     "plot_progress",
@@ -384,3 +389,52 @@ def plot_run(directory: Path, records: list[dict[str, Any]], transitions: Sequen
     plot_progress(search, directory / PLOTS["evaluations"], directory / PLOTS["time"])
     plot_elites(list(transitions), directory / PLOTS["elites"])
 
+
+# -- python -m evores.report RUN_DIR ------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Recompute a run directory's summary, importance and plots; 0 when done (a finished
+    run's summary reproduced), 1 when its summary.json differs from the recomputation, 2 for
+    what is not a readable run directory (one line, nothing written)."""
+    import argparse
+
+    from evores.errors import EvoresError
+    from evores.recompute import recompute
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evores.report",
+        description="Recompute the summary, the genes' importance and the plots of a run "
+        "directory, finished or stopped.",
+    )
+    parser.add_argument("run_dir", type=Path, help="the run directory (a run's --out)")
+    args = parser.parse_args(argv)
+    try:
+        done = recompute(args.run_dir)
+    except EvoresError as error:
+        print(f"evores: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        where = error.filename or args.run_dir
+        print(
+            f"evores: error: cannot read or write {where} ({error.strerror}); give a readable, "
+            "writable run directory",
+            file=sys.stderr,
+        )
+        return 2
+    written = ", ".join(done.files)
+    if done.differs:
+        print(
+            f"evores: {args.run_dir}/summary.json differs from its recomputation in "
+            f"{', '.join(done.differs)}; it is kept as it is, the recomputation is in "
+            f"{done.summary_file}",
+            file=sys.stderr,
+        )
+        return 1
+    state = "reproduced" if done.finished else "written (the run is unfinished)"
+    print(f"{args.run_dir}: {done.summary_file} {state}; {written} written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
