@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import evores
 from evores import report
 from evores.report import (
     completed,
@@ -262,8 +263,6 @@ def finished_run(tmp_path_factory, cache_dir):
 
 
 def evores_search(run_dir, function: str) -> None:
-    import evores
-
     evores.search(out=run_dir, fitness={"function": function}, **PLANTED_RUN)
 
 
@@ -298,6 +297,26 @@ def test_a_finished_summary_that_differs_from_the_log_is_kept_and_the_difference
     assert json.loads((run_dir / "summary.recomputed.json").read_text()) == stored
     err = capsys.readouterr().err
     assert "differs from its recomputation in n_evaluations;" in err and len(err.splitlines()) == 1
+
+
+def test_an_asynchronous_run_is_reproduced_too(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(cache_dir))
+    run_dir = tmp_path / "run"
+    settings = {**PLANTED_RUN, "search": {**PLANTED_RUN["search"], "asynchronous": True}}
+    evores.search(out=run_dir, fitness={"function": PLANTED}, **settings)
+    before = contents(run_dir)
+    assert report.main([str(run_dir)]) == 0
+    assert contents(run_dir) == before
+
+
+def test_a_directory_a_live_run_holds_is_refused(finished_run, tmp_path, capsys):
+    run_dir = copied(finished_run, tmp_path)
+    # A holder on another node cannot be checked from here, so it counts as alive.
+    (run_dir / "lock.json").write_text('{"host": "another-node", "pid": 1, "job": ""}')
+    before = contents(run_dir)
+    assert report.main([str(run_dir)]) == 2
+    assert "in use by a live run" in capsys.readouterr().err
+    assert contents(run_dir) == before
 
 
 def test_recomputing_a_stopped_run_refreshes_its_provisional_summary(
