@@ -103,39 +103,55 @@ def features(hparams: dict[str, Any], space: SearchSpace) -> dict[str, float]:
     }
 
 
-def stage_records(records: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+def _readable(hparams: Any, space: SearchSpace) -> dict[str, float] | None:
+    """:func:`features`, or None for a genome a hand-edited log left unreadable."""
+    try:
+        return features(hparams, space)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def stage_records(
+    records: Sequence[dict[str, Any]], n_stages: int
+) -> dict[int, list[dict[str, Any]]]:
     """The finished search evaluations of each stage (the last record of a key; interrupted
     ones left out), in key order."""
     from evores.report import completed
 
     stages: dict[int, list[dict[str, Any]]] = {}
     for record in completed(list(records)):
-        if record.get("kind", KIND_SEARCH) == KIND_SEARCH:
-            stages.setdefault(int(record["key"][0]), []).append(record)
+        stage = int(record["key"][0])
+        if record.get("kind", KIND_SEARCH) == KIND_SEARCH and stage < n_stages:
+            stages.setdefault(stage, []).append(record)
     return {stage: sorted(rows, key=lambda r: r["key"]) for stage, rows in sorted(stages.items())}
 
 
 def stage_importance(
     records: Sequence[dict[str, Any]], space: SearchSpace, seed: int
-) -> tuple[dict[str, float] | None, float | None, str | None]:
-    """fANOVA over one stage's finished records: (normalised importance per gene, the share
-    of the variance explained by the genes' main effects, None), or (None, None, why not)."""
-    ok = [r for r in records if r["status"] == OK]
-    if len(ok) < MIN_EVALUATIONS:
-        why = f"{len(ok)} successful evaluation(s); importance needs at least {MIN_EVALUATIONS}"
-        return None, None, why
-    scores = [float(r["val_accuracy"]) for r in ok]
+) -> dict[str, Any]:
+    """fANOVA over one stage's finished records: ``n_used`` (the successful evaluations it
+    rests on), ``importance`` (normalised, per gene), ``explained`` (the share of the
+    variance the genes' main effects explain) and ``reason`` (why there is none, or None)."""
+    used = [(_readable(r["hparams"], space), float(r["val_accuracy"]))
+            for r in records if r["status"] == OK]  # fmt: skip
+    rows = [row for row, _ in used if row is not None]
+    scores = [score for row, score in used if row is not None]
+    result = {"n_used": len(rows), "importance": None, "explained": None, "reason": None}
+    if len(rows) < MIN_EVALUATIONS:
+        why = f"{len(rows)} successful evaluation(s); importance needs at least {MIN_EVALUATIONS}"
+        return {**result, "reason": why}
     if max(scores) == min(scores):
-        return None, None, f"all {len(ok)} successful evaluations scored {scores[0]}"
+        return {**result, "reason": f"all {len(rows)} successful evaluations scored {scores[0]}"}
     try:
-        raw = _fanova([features(r["hparams"], space) for r in ok], scores, seed)
+        raw = _fanova(rows, scores, seed)
     except ImportError:  # both are dependencies of evores: an incomplete install
-        return None, None, "fANOVA needs optuna and scikit-learn: pip install optuna scikit-learn"
+        why = "fANOVA needs optuna and scikit-learn: pip install optuna scikit-learn"
+        return {**result, "reason": why}
     total = sum(raw.values())
     if total <= 0:
-        return None, None, "the forest found no main effect of any gene"
+        return {**result, "reason": "the forest found no main effect of any gene"}
     normalised = {gene: round(raw[gene] / total, 6) for gene in GENES}
-    return normalised, round(min(1.0, total), 6), None
+    return {**result, "importance": normalised, "explained": round(min(1.0, total), 6)}
 
 
 def _fanova(rows: list[dict[str, float]], scores: list[float], seed: int) -> dict[str, float]:
@@ -166,15 +182,13 @@ def run_importance(config: dict[str, Any], records: Sequence[dict[str, Any]]) ->
     """``importance.json``: every stage's importance (or why it has none), from the log."""
     space = SearchSpace.from_dict(config["space"])
     resolutions = config["schedule"]["resolutions"]
-    by_stage = stage_records(records)
     stages = []
-    for stage, rows in by_stage.items():
+    for stage, rows in stage_records(records, len(resolutions)).items():
         ok = sum(r["status"] == OK for r in rows)
         entry = {"stage": stage + 1, "resolution": resolutions[stage],
                  "n_evaluations": len(rows), "n_failed": len(rows) - ok}  # fmt: skip
         seed = derive_seed(config["seed"], "importance", stage) % 2**32  # sklearn's range
-        values, explained, reason = stage_importance(rows, space, seed)
-        stages.append({**entry, "importance": values, "explained": explained, "reason": reason})
+        stages.append({**entry, **stage_importance(rows, space, seed)})
     return {
         "method": METHOD,
         "genes": dict(GENES),

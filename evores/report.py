@@ -299,9 +299,9 @@ def plot_elites(transitions: list[dict], path: Path) -> None:
 
 def plot_importance(data: dict[str, Any], path: Path) -> None:
     """``importance.json`` (``evores.importance``) as one heat map: a row per gene, a column per
-    stage labelled with its resolution and successful evaluations. A stage without importance
-    is a grey column marked "n/a" (its reason is in the file); with none at all the file shows
-    why, so the run directory always has the plot."""
+    stage labelled with its resolution and the successful evaluations it rests on. A stage
+    without importance is a grey column marked "n/a" (its reason is in the file); with none at
+    all the file shows why, so the run directory always has the plot."""
     stages, genes = data["stages"], list(data["genes"])
     if not any(s["importance"] for s in stages):
         _message_plot(path, "no stage has enough successful\nevaluations for importance")
@@ -319,9 +319,7 @@ def plot_importance(data: dict[str, Any], path: Path) -> None:
         colour = "black" if math.isnan(value) or value > 0.6 else "white"
         ax.text(column, row, text, ha="center", va="center", fontsize=8, color=colour)
     ax.set_xticks(range(len(stages)))
-    ax.set_xticklabels(
-        [f"{s['resolution']} px\nn={s['n_evaluations'] - s['n_failed']}" for s in stages]
-    )
+    ax.set_xticklabels([f"{s['resolution']} px\nn={s['n_used']}" for s in stages])
     ax.set_yticks(range(len(genes)))
     ax.set_yticklabels([gene.replace("_", " ") for gene in genes])
     ax.set_xlabel("stage (resolution, successful evaluations)")

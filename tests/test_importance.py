@@ -98,10 +98,25 @@ def test_failed_evaluations_are_excluded_not_scored_zero():
     without = run_importance(CONFIG, ok)["stages"][0]
     assert with_failures["importance"] == without["importance"]
     assert (with_failures["n_evaluations"], with_failures["n_failed"]) == (45, 15)
+    assert with_failures["n_used"] == without["n_used"] == 30
     # Scored as 0.0, the failures would have made the batch size matter.
     scored = [{**f, "status": "ok"} for f in failures]
     penalised = run_importance(CONFIG, ok + scored)["stages"][0]["importance"]
     assert penalised["batch_size"] > 5 * without["importance"]["batch_size"]
+
+
+def test_genomes_a_hand_edited_log_made_unreadable_are_left_out_not_fatal():
+    ok = records(12)
+    # A genome missing genes, one without fully connected layers, a penalty that is text, and
+    # a stage the schedule does not have.
+    broken = [{**ok[0], "key": [0, 60, 0], "hparams": {"learning_rate": 0.01}},
+              {**ok[1], "key": [0, 60, 1], "hparams": {**ok[1]["hparams"], "fc_units": []}},
+              {**ok[2], "key": [0, 60, 2], "hparams": {**ok[2]["hparams"], "l2": "none"}},
+              {**ok[3], "key": [7, 0, 0]}]  # fmt: skip
+    data = run_importance(CONFIG, ok + broken)
+    (stage,) = data["stages"]
+    assert (stage["n_evaluations"], stage["n_used"]) == (15, 12)
+    assert stage["importance"] == run_importance(CONFIG, ok)["stages"][0]["importance"]
 
 
 def test_interrupted_records_and_repeats_count_once_as_their_last_record():
