@@ -35,7 +35,9 @@ A genome's lists vary in length, so each gene is one number per evaluation:
 fANOVA marginalises over the box the stage's evaluations span: a gene that did not vary in a
 stage (a range narrowed to one value) has importance 0. A stage with fewer than
 :data:`MIN_EVALUATIONS` successes, or whose successes all scored alike, gets no importance
-but a ``reason``.
+but a ``reason``. fANOVA assumes independent samples; a ``ga`` stage's genomes are bred from
+each other, so a gene that rides along with a good one can take some of its importance
+(``random`` search samples independently).
 """
 
 from __future__ import annotations
