@@ -14,7 +14,9 @@ What the summary becomes depends on how the run stands:
 - finished: ``summary.json`` is never rewritten. The recomputed summary (with the stored
   ``wall_seconds``, a clock reading and not a statistic) is compared with it; equal, the run
   is reproduced and the file is left as it is; different, the recomputation goes to
-  ``summary.recomputed.json`` and the differing keys are named (:attr:`Recomputed.differs`).
+  ``summary.recomputed.json`` and the differing keys are named (:attr:`Recomputed.differs`);
+- a run killed before evores kept ``data_report.json`` has nothing that describes its data
+  but its dataset cache, which this does not open: it gets no summary, only the rest.
 
 The directory is locked while its files are written, so a live run refuses (one line) and
 two reports never interleave.
@@ -40,11 +42,12 @@ RECOMPUTED_SUMMARY = "summary.recomputed.json"
 
 @dataclass(frozen=True)
 class Recomputed:
-    """What :func:`recompute` wrote: the summary file, whether the run had finished, the keys
-    in which a finished run's ``summary.json`` differs from its recomputation (empty: it is
-    reproduced), and the other files."""
+    """What :func:`recompute` wrote: the summary file (None: the run's data is described
+    nowhere, see :func:`_data`), whether the run had finished, the keys in which a finished
+    run's ``summary.json`` differs from its recomputation (empty: it is reproduced), and the
+    other files."""
 
-    summary_file: str
+    summary_file: str | None
     finished: bool
     differs: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -91,23 +94,32 @@ def _recompute(run_dir: RunDirectory, config: dict[str, Any]) -> Recomputed:
     searches = SteadyStateSearch if config["search"]["asynchronous"] else LadderSearch
     search = searches(config, checkpoint["search"] if checkpoint else None)
     view = search.progress()
-    wall = stored["wall_seconds"] if finished else _run_time(checkpoint, records)
-    summary = report.summary(
-        config, view, search.winner(), records, _data(run_dir, stored), wall, not finished
-    )
-    if not finished:
-        name, differs = report.PROVISIONAL_SUMMARY, []
-        write_json(run_dir.file(name), summary)
-    else:
-        differs = sorted(k for k in summary.keys() | stored.keys()
-                         if summary.get(k) != stored.get(k))  # fmt: skip
-        name = RECOMPUTED_SUMMARY if differs else SUMMARY
-        if differs:
-            write_json(run_dir.file(name), summary)
+    data = _data(run_dir, stored)
+    name, differs = None, []
+    if data is not None:
+        wall = stored["wall_seconds"] if finished else _run_time(checkpoint, records)
+        summary = report.summary(config, view, search.winner(), records, data, wall, not finished)
+        name, differs = _write_summary(run_dir, summary, stored if finished else None)
     report.plot_run(run_dir.path, records, view.transitions)
     importance.write_importance(run_dir.path, config, records)
     files = [*report.PLOTS.values(), importance.IMPORTANCE, importance.IMPORTANCE_PLOT]
     return Recomputed(name, finished, differs, files)
+
+
+def _write_summary(
+    run_dir: RunDirectory, summary: dict[str, Any], finished: dict[str, Any] | None
+) -> tuple[str, list[str]]:
+    """Where the summary goes (see the module's docstring), and the keys in which a finished
+    run's ``summary.json`` differs from it."""
+    if finished is None:
+        write_json(run_dir.file(report.PROVISIONAL_SUMMARY), summary)
+        return report.PROVISIONAL_SUMMARY, []
+    differs = sorted(k for k in summary.keys() | finished.keys()
+                     if summary.get(k) != finished.get(k))  # fmt: skip
+    if not differs:
+        return SUMMARY, []
+    write_json(run_dir.file(RECOMPUTED_SUMMARY), summary)
+    return RECOMPUTED_SUMMARY, differs
 
 
 def _stored_summary(run_dir: RunDirectory) -> dict[str, Any] | None:
@@ -137,8 +149,9 @@ def _run_time(checkpoint: dict[str, Any] | None, records: list[dict[str, Any]]) 
     return max([checkpoint["elapsed"] if checkpoint else 0.0, *times])
 
 
-def _data(run_dir: RunDirectory, stored: dict[str, Any] | None) -> RunData:
-    """The data the run was made on: ``data_report.json``, else what its summary says."""
+def _data(run_dir: RunDirectory, stored: dict[str, Any] | None) -> RunData | None:
+    """The data the run was made on: ``data_report.json``, else what its summary says; None
+    for a run killed before evores kept that file, which only its dataset cache could tell."""
     path = run_dir.file(DATA_REPORT)
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
@@ -151,7 +164,4 @@ def _data(run_dir: RunDirectory, stored: dict[str, Any] | None) -> RunData:
         ) from None
     if stored is not None and isinstance(stored.get("data"), dict):
         return RunData(list(stored["data"]["classes"]), dict(stored["data"]["report"]))
-    raise CheckpointError(
-        f"{str(run_dir.path)!r} has no {DATA_REPORT} and no summary to say what data the run "
-        "was made on; the summary cannot be recomputed"
-    )
+    return None

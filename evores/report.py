@@ -429,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if done.summary_file is None:
+        print(f"{args.run_dir}: no summary: the run predates data_report.json and has none to "
+              f"describe its data; {written} written")  # fmt: skip
+        return 0
     state = "reproduced" if done.finished else "written (the run is unfinished)"
     print(f"{args.run_dir}: {done.summary_file} {state}; {written} written")
     return 0

@@ -371,6 +371,20 @@ def test_recomputing_a_killed_run_reports_as_far_as_it_got(cli, tmp_path):
     assert not (run_dir / "lock.json").exists()  # the dead run's lock, taken over and released
 
 
+def test_a_run_killed_before_data_reports_were_kept_gets_plots_and_importance(tmp_path, capsys):
+    from conftest import ROOT
+
+    run_dir = shutil.copytree(ROOT / "tests" / "data" / "legacy-runs" / "sync-stopped",
+                              tmp_path / "run")  # fmt: skip
+    assert report.main([str(run_dir)]) == 0
+    assert "no summary: the run predates data_report.json" in capsys.readouterr().out
+    assert not any(run_dir.glob("summary*.json"))
+    for name in REPORTED:
+        assert (run_dir / name).is_file()
+    stages = json.loads((run_dir / "importance.json").read_text())["stages"]
+    assert [s["n_evaluations"] for s in stages] == [8]  # killed at the 9th call
+
+
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(finished_run, tmp_path, capsys):
     (tmp_path / "a file").write_text("not a run")
     (tmp_path / "empty").mkdir()
