@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from evores import progress, report, resume, rundir, tensorboard
+from evores import importance, progress, report, resume, rundir, tensorboard
 from evores.atomic import write_json
 from evores.checkpoint import RunDirectory
 from evores.evaluators import Evaluator
@@ -86,9 +86,12 @@ class Driver:
             self._run_generations(search, logged)
         return self._report(search)
 
-    def _report(self, search: Search, provisional: bool = False) -> dict[str, Any]:
+    def _report(
+        self, search: Search, provisional: bool = False, with_importance: bool = True
+    ) -> dict[str, Any]:
         """The summary and the plots: at the end, and provisional ones at every stage change
-        and when a run stops."""
+        and when a run stops. The genes' importance (seconds for a large stage) at the end and
+        when the run stops, not at every stage change."""
         records = resume.read_log(self.run_dir)
         view = search.progress()
         summary = report.summary(
@@ -105,16 +108,18 @@ class Driver:
             self.run_dir.write_summary(summary)
             provisional_path.unlink(missing_ok=True)
         report.plot_run(self.run_dir.path, records, view.transitions)
+        if with_importance:
+            importance.write_importance(self.run_dir.path, self.config, records)
         if self.scalars and provisional:
             self.scalars.flush()
         elif self.scalars:
             self.scalars.close()
         return summary
 
-    def _report_so_far(self, search: Search) -> None:
+    def _report_so_far(self, search: Search, with_importance: bool = False) -> None:
         """Provisional plots and summary; a failure to draw them never stops the run."""
         try:
-            self._report(search, provisional=True)
+            self._report(search, provisional=True, with_importance=with_importance)
         except Exception as error:  # noqa: BLE001 - reporting is not the run
             log.warning("could not write the provisional summary and plots: %s", error)
 
@@ -236,7 +241,7 @@ class Driver:
                 make_record(task, {"status": INTERRUPTED, "reason": reason}, self.elapsed())
             )
         self._checkpoint(search)
-        self._report_so_far(search)
+        self._report_so_far(search, with_importance=True)
         view = search.progress()
         log.warning(
             "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "

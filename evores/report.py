@@ -1,5 +1,8 @@
 """What a run reports: the summary, the plots, the statistics and the progress line's text.
 
+``python -m evores.report RUN_DIR`` makes them again from a run directory, finished or
+stopped (``evores.recompute``), with the genes' importance (``evores.importance``).
+
 The summary (``summary.json``) and the three plots are made from the evaluation log and the
 search's progress view when a run ends. Its statistics come from ``evores.stats``: the plots'
 median is the progress lines' (``evores.progress``), and Spearman's rho the search's.
@@ -12,6 +15,7 @@ switch, no figure left registered anywhere (each is cleared after saving).
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +36,9 @@ __all__ = [
     "PROVISIONAL_SUMMARY",
     "completed",
     "format_progress",
+    "main",
     "plot_elites",
+    "plot_importance",
     "plot_progress",
     "plot_run",
     "progress_series",
@@ -321,6 +327,38 @@ def _elites_label(t: dict, low: list[float], high: list[float]) -> str:
     return label + ")"
 
 
+def plot_importance(data: dict[str, Any], path: Path) -> None:
+    """``importance.json`` (``evores.importance``) as one heat map: a row per gene, a column per
+    stage labelled with its resolution and the successful evaluations it rests on. A stage
+    without importance is a grey column marked "n/a" (its reason is in the file); with none at
+    all the file shows why, so the run directory always has the plot."""
+    stages, genes = data["stages"], list(data["genes"])
+    if not any(s["importance"] for s in stages):
+        _message_plot(path, "no stage has enough successful\nevaluations for importance")
+        return
+    values = np.full((len(genes), len(stages)), np.nan)
+    for column, stage in enumerate(stages):
+        if stage["importance"]:
+            values[:, column] = [stage["importance"][gene] for gene in genes]
+    fig = _figure((2.2 + 1.1 * len(stages), 5.0))
+    ax = fig.add_subplot()
+    ax.set_facecolor("0.85")  # the colour of a stage without importance
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        text = "n/a" if math.isnan(value) else f"{value:.2f}"
+        colour = "black" if math.isnan(value) or value > 0.6 else "white"
+        ax.text(column, row, text, ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(stages)))
+    ax.set_xticklabels([f"{s['resolution']} px\nn={s['n_used']}" for s in stages])
+    ax.set_yticks(range(len(genes)))
+    ax.set_yticklabels([gene.replace("_", " ") for gene in genes])
+    ax.set_xlabel("stage (resolution, successful evaluations)")
+    ax.set_title("gene importance per stage (fANOVA)")
+    fig.colorbar(image, ax=ax, label="share of the explained variance")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 # -- the run's summary and plots ----------------------------------------------------------------
 
 
@@ -383,3 +421,57 @@ def plot_run(directory: Path, records: list[dict[str, Any]], transitions: Sequen
     search = [r for r in completed(records) if r["kind"] == KIND_SEARCH]
     plot_progress(search, directory / PLOTS["evaluations"], directory / PLOTS["time"])
     plot_elites(list(transitions), directory / PLOTS["elites"])
+
+
+# -- python -m evores.report RUN_DIR ------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Recompute a run directory's summary, importance and plots; 0 when done (a finished
+    run's summary reproduced), 1 when its summary.json differs from the recomputation, 2 for
+    what is not a readable run directory (one line, nothing written)."""
+    import argparse
+
+    from evores.errors import EvoresError
+    from evores.recompute import recompute
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evores.report",
+        description="Recompute the summary, the genes' importance and the plots of a run "
+        "directory, finished or stopped.",
+    )
+    parser.add_argument("run_dir", type=Path, help="the run directory (a run's --out)")
+    args = parser.parse_args(argv)
+    try:
+        done = recompute(args.run_dir)
+    except EvoresError as error:
+        print(f"evores: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        where = error.filename or args.run_dir
+        print(
+            f"evores: error: cannot read or write {where} ({error.strerror}); give a readable, "
+            "writable run directory",
+            file=sys.stderr,
+        )
+        return 2
+    written = ", ".join(done.files)
+    if done.differs:
+        print(
+            f"evores: {args.run_dir}/summary.json differs from its recomputation in "
+            f"{', '.join(done.differs)}; it is kept as it is, the recomputation is in "
+            f"{done.summary_file}",
+            file=sys.stderr,
+        )
+        return 1
+    if done.summary_file is None:
+        print(f"{args.run_dir}: no summary: the run predates data_report.json and has none to "
+              f"describe its data; {written} written")  # fmt: skip
+        return 0
+    state = "reproduced" if done.finished else "written (the run is unfinished)"
+    print(f"{args.run_dir}: {done.summary_file} {state}; {written} written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,8 @@
 """User fitness functions the tests plug in through ``fitness.function``."""
 
+import math
 import os
+import signal
 
 from evores.fitness import evaluate, train_and_test
 from evores.worker import FinalSplits
@@ -102,3 +104,24 @@ def fidelity_disagrees(hparams, resolution, data, **options):
     """The low resolution ranks genomes in reverse of the high one."""
     score = 1.0 - _quality(hparams) if resolution < 16 else _quality(hparams)
     return 0.2 + 0.6 * score
+
+
+def accuracy_from_learning_rate(hparams, resolution, data, **options):
+    """No training: only the learning rate matters (the accuracy peaks at 1e-2 and falls with
+    the distance in decades), so an importance analysis must rank it first. For the
+    importance tests."""
+    return max(0.05, 0.9 - 0.2 * abs(math.log10(hparams["learning_rate"]) + 2.0))
+
+
+_stop_calls = 0
+
+
+def accuracy_from_learning_rate_stops(hparams, resolution, data, **options):
+    """``accuracy_from_learning_rate``, but at the Nth call of this process with
+    EVORES_TEST_STOP_AT=N set, the process signals itself SIGUSR1 (a walltime warning): the
+    run finishes this evaluation, checkpoints and stops mid-stage. Reset ``_stop_calls``."""
+    global _stop_calls
+    _stop_calls += 1
+    if _stop_calls == int(os.environ.get("EVORES_TEST_STOP_AT", "0")):
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return accuracy_from_learning_rate(hparams, resolution, data, **options)

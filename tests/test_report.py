@@ -3,12 +3,15 @@ atomically, readable at a glance) and the provisional summary."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import evores
 from evores import report
 from evores.report import (
     _elites_label,
@@ -249,3 +252,183 @@ def test_the_best_line_is_drawn_over_the_median():
     best, middle = lines["best in stage"], lines["median in stage"]
     assert best.get_zorder() > middle.get_zorder()
     assert best.get_linewidth() > middle.get_linewidth()
+
+
+# --- python -m evores.report RUN_DIR ---------------------------------------------------------
+
+# A run that trains nothing (only the learning rate scores), big enough for one stage's
+# importance: 12 evaluations at 8 px, 6 at 16 px.
+PLANTED_RUN = {
+    "schedule": {"resolutions": [8, 16], "evaluations": [12, 6], "elites": 2},
+    "search": {"population": 4, "elitism": 1},
+    "train": {"threads": 1},
+}
+PLANTED = "fitness_plugins:accuracy_from_learning_rate"
+REPORTED = ["progress_evaluations.png", "progress_time.png", "elites_low_vs_high.png",
+            "importance.json", "importance.png"]  # fmt: skip
+
+
+def contents(directory) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVORES_CACHE_DIR", str(cache_dir))
+        evores_search(run_dir, PLANTED)
+    return run_dir
+
+
+def evores_search(run_dir, function: str) -> None:
+    evores.search(out=run_dir, fitness={"function": function}, **PLANTED_RUN)
+
+
+def copied(run_dir, tmp_path):
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+def test_recomputing_a_finished_run_reproduces_its_summary_and_importance(
+    finished_run, tmp_path, capsys
+):
+    run_dir = copied(finished_run, tmp_path)
+    before = contents(run_dir)
+    for name in REPORTED:
+        (run_dir / name).unlink()
+    assert report.main([str(run_dir)]) == 0
+    after = contents(run_dir)
+    assert after == before  # summary.json untouched, importance.json rewritten identically
+    assert json.loads(after["importance.json"])["stages"][0]["importance"] is not None
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{run_dir}: summary.json reproduced;") and "importance.png" in line
+
+
+def test_a_finished_summary_that_differs_from_the_log_is_kept_and_the_difference_named(
+    finished_run, tmp_path, capsys
+):
+    run_dir = copied(finished_run, tmp_path)
+    stored = json.loads((run_dir / "summary.json").read_text())
+    tampered = {**stored, "n_evaluations": 999}
+    (run_dir / "summary.json").write_text(json.dumps(tampered))
+    assert report.main([str(run_dir)]) == 1
+    assert json.loads((run_dir / "summary.json").read_text()) == tampered
+    assert json.loads((run_dir / "summary.recomputed.json").read_text()) == stored
+    err = capsys.readouterr().err
+    assert "differs from its recomputation in n_evaluations;" in err and len(err.splitlines()) == 1
+
+
+def test_an_asynchronous_run_is_reproduced_too(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(cache_dir))
+    run_dir = tmp_path / "run"
+    settings = {**PLANTED_RUN, "search": {**PLANTED_RUN["search"], "asynchronous": True}}
+    evores.search(out=run_dir, fitness={"function": PLANTED}, **settings)
+    before = contents(run_dir)
+    assert report.main([str(run_dir)]) == 0
+    assert contents(run_dir) == before
+
+
+def test_a_directory_a_live_run_holds_is_refused(finished_run, tmp_path, capsys):
+    run_dir = copied(finished_run, tmp_path)
+    # A holder on another node cannot be checked from here, so it counts as alive.
+    (run_dir / "lock.json").write_text('{"host": "another-node", "pid": 1, "job": ""}')
+    before = contents(run_dir)
+    assert report.main([str(run_dir)]) == 2
+    assert "in use by a live run" in capsys.readouterr().err
+    assert contents(run_dir) == before
+
+
+def test_recomputing_a_stopped_run_refreshes_its_provisional_summary(
+    tmp_path, cache_dir, monkeypatch
+):
+    import fitness_plugins
+
+    from evores.stopping import RunStopped
+
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("EVORES_TEST_STOP_AT", "14")  # in stage 2, mid-generation
+    monkeypatch.setattr(fitness_plugins, "_stop_calls", 0)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunStopped):
+        evores_search(run_dir, "fitness_plugins:accuracy_from_learning_rate_stops")
+    written = json.loads((run_dir / "summary.provisional.json").read_text())
+    importance = (run_dir / "importance.json").read_bytes()
+    (run_dir / "summary.provisional.json").unlink()
+    (run_dir / "importance.json").unlink()
+    assert report.main([str(run_dir)]) == 0
+    again = json.loads((run_dir / "summary.provisional.json").read_text())
+    assert {**again, "wall_seconds": 0} == {**written, "wall_seconds": 0}
+    assert again["provisional"] and 0 < again["wall_seconds"] <= written["wall_seconds"]
+    assert not (run_dir / "summary.json").exists() and "lock.json" not in contents(run_dir)
+    assert (run_dir / "importance.json").read_bytes() == importance
+
+
+def test_recomputing_a_killed_run_reports_as_far_as_it_got(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        "schedule.resolutions=[8, 16]", "schedule.evaluations=[12, 6]", "search.population=4",
+        "search.elitism=1", "schedule.elites=2", "train.threads=1",
+        "fitness.function=fitness_plugins:accuracy_from_seed_dies_once",
+    ]  # fmt: skip
+    killed = cli("--out", str(run_dir), overrides=overrides, env={"EVORES_TEST_DIE_AT": "7"})
+    assert killed.returncode == 137, killed.stderr
+    assert (run_dir / "lock.json").exists() and not (run_dir / "summary.provisional.json").exists()
+    done = subprocess.run([sys.executable, "-m", "evores.report", str(run_dir)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "summary.provisional.json written (the run is unfinished)" in done.stdout
+    summary = json.loads((run_dir / "summary.provisional.json").read_text())
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())["state"]
+    assert summary["n_evaluations"] == checkpoint["search"]["n_evaluations"] == 4
+    assert summary["provisional"] and summary["best_hparams"] is None
+    assert summary["wall_seconds"] >= checkpoint["elapsed"]
+    importance = json.loads((run_dir / "importance.json").read_text())
+    assert [s["n_evaluations"] for s in importance["stages"]] == [6]  # the log's, not 4
+    assert importance["stages"][0]["reason"].startswith("6 successful evaluation(s)")
+    for name in REPORTED:
+        assert (run_dir / name).is_file()
+    assert not (run_dir / "lock.json").exists()  # the dead run's lock, taken over and released
+
+
+def test_a_run_killed_before_data_reports_were_kept_gets_plots_and_importance(tmp_path, capsys):
+    from conftest import ROOT
+
+    run_dir = shutil.copytree(ROOT / "tests" / "data" / "legacy-runs" / "sync-stopped",
+                              tmp_path / "run")  # fmt: skip
+    assert report.main([str(run_dir)]) == 0
+    assert "no summary: the run predates data_report.json" in capsys.readouterr().out
+    assert not any(run_dir.glob("summary*.json"))
+    for name in REPORTED:
+        assert (run_dir / name).is_file()
+    stages = json.loads((run_dir / "importance.json").read_text())["stages"]
+    assert [s["n_evaluations"] for s in stages] == [8]  # killed at the 9th call
+
+
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(finished_run, tmp_path, capsys):
+    (tmp_path / "a file").write_text("not a run")
+    (tmp_path / "empty").mkdir()
+    no_log = tmp_path / "no log"
+    no_log.mkdir()
+    (no_log / "config.toml").write_text("seed = 1\n")
+    bad_config = copied(finished_run, tmp_path)
+    (bad_config / "config.toml").write_text("seed = = 1\n")
+    bad_summary = shutil.copytree(finished_run, tmp_path / "bad summary")
+    (bad_summary / "summary.json").write_text('{"n_evaluations": 1')
+    cases = {
+        tmp_path / "missing": "does not exist",
+        tmp_path / "a file": "is a file",
+        tmp_path / "empty": "has no config.toml",
+        no_log: "has no evaluations.jsonl",
+        bad_config: "is not valid TOML",
+        bad_summary: "summary.json is damaged",
+    }
+    for path, problem in cases.items():
+        before = contents(path) if path.is_dir() else None
+        assert report.main([str(path)]) == 2, path
+        err = capsys.readouterr().err
+        assert err.startswith("evores: error: ") and problem in err, err
+        assert len(err.splitlines()) == 1, err
+        assert (contents(path) if path.is_dir() else None) == before
+    missing = subprocess.run([sys.executable, "-m", "evores.report", str(tmp_path / "missing")],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr

@@ -88,7 +88,8 @@ def test_fresh_run_into_a_non_empty_directory_is_refused(cli, tmp_path):
 def test_end_to_end_on_embedded_data(tiny_run):
     run_dir, result = tiny_run
     names = ("config.toml", "evaluations.jsonl", "checkpoint.json", "summary.json",
-             "progress_evaluations.png", "progress_time.png", "elites_low_vs_high.png")  # fmt: skip
+             "progress_evaluations.png", "progress_time.png", "elites_low_vs_high.png",
+             "importance.json", "importance.png")  # fmt: skip
     for name in names:
         assert (run_dir / name).is_file(), name
     result_summary = summary(run_dir)
