@@ -1,0 +1,360 @@
+"""Hinz et al.'s Table 1 on our data: the resolution ladder against all evaluations at the
+final resolution, per search strategy, over several seeds.
+
+Each (strategy, schedule, seed) is one real evores run (``python -m evores.run`` in a
+subprocess, so its CPU seconds are measured from the operating system's accounting of that
+process tree and a crash stays inside it). Both schedules get the same total number of
+evaluations, the same final retraining at the final resolution and the same test split; the
+ladder splits its evaluations over the resolutions like Hinz (750/500/250: weights n..1).
+
+Every run has its own directory under ``--out``: a run with ``summary.json`` and
+``<run>.cost.json`` beside it is finished and skipped on a rerun; an unfinished one is continued with
+``--resume``, and the CPU and wall seconds of all its attempts are added. So a cut-off study
+loses nothing: run the same command again.
+
+Prints one table (per strategy and schedule: CPU and wall seconds of the whole run, best
+validation accuracy at the final resolution, test accuracy mean and spread (sample standard
+deviation) over seeds, and the ladder's cost ratio and accuracy difference against the full
+schedule) and the measured Spearman of every ladder transition; writes ``study.json`` (every
+figure) and ``study.png``.
+
+    python experiments/iis_study.py --out runs/iis-study --jobs 2
+
+CPU seconds are the robust cost figure: they do not grow when other work shares the machine;
+wall seconds do. Sizing of the defaults: see SIZING below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenette224"
+SCHEDULES = ("ladder", "full")
+COST_SUFFIX = ".cost.json"  # beside the run directory, which evores wants empty at start
+
+# SIZING (measured on imagenette224, 2 shared cores, train.threads = 1): filled in below
+# from the timing runs; the defaults are chosen so the whole study (3 strategies x 2
+# schedules x seeds, --jobs 2) takes about an hour.
+DEFAULTS = {
+    "resolutions": [16, 32],
+    "evaluations": 24,
+    "seeds": 3,
+    "epochs": 4,
+    "patience": 2,
+    "population": 4,
+    "elites": 2,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset folder (or 'embedded')")
+    p.add_argument("--strategies", default="random,ga,tpe")
+    p.add_argument("--seeds", default=str(DEFAULTS["seeds"]), help="a count N (0..N-1) or a,b,c")
+    p.add_argument("--evaluations", type=int, default=DEFAULTS["evaluations"],
+                   help="total evaluations per run, the same for both schedules")  # fmt: skip
+    p.add_argument("--resolutions", default=",".join(map(str, DEFAULTS["resolutions"])))
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="train.max_epochs")
+    p.add_argument("--patience", type=int, default=DEFAULTS["patience"])
+    p.add_argument("--population", type=int, default=DEFAULTS["population"])
+    p.add_argument("--elites", type=int, default=DEFAULTS["elites"])
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--out", default="runs/iis-study")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="SECTION.KEY=V",
+                   help="more evores overrides for every run")  # fmt: skip
+    return p.parse_args(argv)
+
+
+def usage_error(message: str) -> None:
+    print(f"iis_study: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def seeds_of(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        usage_error(f"--seeds {text!r} is not a count or a comma list of integers, e.g. 3 or 0,1,2")
+    if len(values) == 1 and "," not in text:
+        return list(range(values[0]))
+    return values
+
+
+def ladder_split(total: int, stages: int) -> list[int]:
+    """Hinz's 3:2:1 generalised to weights n..1, rounded so the parts sum to ``total``."""
+    weights = list(range(stages, 0, -1))
+    parts = [total * w // sum(weights) for w in weights]
+    parts[0] += total - sum(parts)
+    return parts
+
+
+def check_strategies(names: list[str]) -> None:
+    from evores.config import STRATEGIES
+
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        usage_error(
+            f"strategy {', '.join(unknown)} is not in this evores (it has {', '.join(STRATEGIES)});"
+            f" pass --strategies {','.join(n for n in names if n in STRATEGIES) or 'random'}"
+        )
+
+
+def run_overrides(args: argparse.Namespace, strategy: str, schedule: str, seed: int) -> list[str]:
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    if schedule == "ladder":
+        evaluations = ladder_split(args.evaluations, len(resolutions))
+    else:
+        resolutions, evaluations = resolutions[-1:], [args.evaluations]
+    values = {
+        "seed": seed,
+        "data.path": args.data,
+        "data.cache_dir": str(Path(args.out).resolve() / "cache"),
+        "schedule.resolutions": resolutions,
+        "schedule.evaluations": evaluations,
+        "schedule.elites": args.elites,
+        "search.strategy": f'"{strategy}"',
+        "search.population": args.population,
+        "search.elitism": 1,
+        "train.max_epochs": args.epochs,
+        "train.patience": args.patience,
+        "train.threads": 1,
+    }
+    data = values["data.path"]
+    values["data.path"] = f'"{data}"'
+    values["data.cache_dir"] = f'"{values["data.cache_dir"]}"'
+    return [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in values.items()]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def execute(args: argparse.Namespace, strategy: str, schedule: str, seed: int) -> dict:
+    """Run (or resume, or skip) one evores run; its summary plus the study's cost record."""
+    run_dir = Path(args.out) / f"{strategy}-{schedule}-seed{seed}"
+    cost_path = run_dir.with_name(run_dir.name + COST_SUFFIX)
+    cost = read_json(cost_path) or {"attempts": []}
+    summary = read_json(run_dir / "summary.json")
+    if summary is None or not cost.get("finished"):
+        resume = (run_dir / "checkpoint.json").exists()
+        command = [sys.executable, "-m", "evores.run", "--out", str(run_dir), "--quiet"]
+        command += ["--resume"] if resume else []
+        for override in run_overrides(args, strategy, schedule, seed) + args.extra:
+            command += ["--set", override]
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        )
+        started = time.monotonic()
+        with open(run_dir.with_name(run_dir.name + ".log"), "ab") as log:
+            child = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+            _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        attempt = {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+                   "wall_seconds": round(time.monotonic() - started, 3),
+                   "returncode": child.returncode, "resumed": resume}  # fmt: skip
+        cost["attempts"].append(attempt)
+        summary = read_json(run_dir / "summary.json")
+        cost["finished"] = summary is not None and child.returncode in (
+            0,
+            4,
+        )  # 4: ended without a winner
+        write_json(cost_path, cost)
+        print(f"  {run_dir.name}: exit {child.returncode}, {attempt['cpu_seconds']:.0f} CPU s,"
+              f" {attempt['wall_seconds']:.0f} wall s", flush=True)  # fmt: skip
+    else:
+        print(f"  {run_dir.name}: finished before, skipped", flush=True)
+    return {"strategy": strategy, "schedule": schedule, "seed": seed, "dir": str(run_dir),
+            "summary": summary if cost.get("finished") else None, "cost": cost}  # fmt: skip
+
+
+def transition_rho(transition: dict) -> float | None:
+    value = transition.get("spearman", transition.get("rank_correlation"))
+    return value if isinstance(value, (int, float)) else None
+
+
+def spread(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def aggregate(runs: list[dict], strategies: list[str]) -> dict:
+    rows, transitions = [], []
+    for strategy in strategies:
+        by = {}
+        for schedule in SCHEDULES:
+            mine = [r for r in runs if r["strategy"] == strategy and r["schedule"] == schedule]
+            done = [r for r in mine if r["summary"]]
+            cpu = [sum(a["cpu_seconds"] for a in r["cost"]["attempts"]) for r in done]
+            wall = [sum(a["wall_seconds"] for a in r["cost"]["attempts"]) for r in done]
+            val = [r["summary"]["stages"][-1]["best_val_accuracy"] for r in done
+                   if r["summary"]["stages"] and r["summary"]["stages"][-1]["best_val_accuracy"] is not None]  # fmt: skip
+            test = [
+                r["summary"]["test_accuracy"]
+                for r in done
+                if r["summary"]["test_accuracy"] is not None
+            ]
+            by[schedule] = {"strategy": strategy, "schedule": schedule, "runs": len(mine),
+                            "finished": len(done), "cpu_seconds": mean(cpu), "cpu_seconds_each": cpu,
+                            "wall_seconds": mean(wall), "wall_seconds_each": wall,
+                            "best_val_accuracy": mean(val), "test_accuracy": mean(test),
+                            "test_accuracy_spread": spread(test), "test_accuracy_each": test}  # fmt: skip
+            if schedule == "ladder":
+                for r in done:
+                    for t in r["summary"]["transitions"]:
+                        transitions.append({"strategy": strategy, "seed": r["seed"],
+                                            "from": t["from_resolution"], "to": t["to_resolution"],
+                                            "spearman": transition_rho(t), "n": t.get("n", len(t.get("low", [])))})  # fmt: skip
+        ladder, full = by["ladder"], by["full"]
+        both = ladder["cpu_seconds"] and full["cpu_seconds"]
+        ladder["cost_ratio"] = ladder["cpu_seconds"] / full["cpu_seconds"] if both else None
+        has_acc = ladder["test_accuracy"] is not None and full["test_accuracy"] is not None
+        ladder["accuracy_difference"] = (
+            ladder["test_accuracy"] - full["test_accuracy"] if has_acc else None
+        )
+        rows += [ladder, full]
+    return {"rows": rows, "transitions": transitions}
+
+
+def fmt(value: float | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+def table(result: dict) -> str:
+    head = (f"{'strategy':<8} {'schedule':<7} {'runs':>5} {'CPU s':>8} {'wall s':>8} {'best val':>8}"
+            f" {'test acc':>15} {'cost ratio':>10} {'acc diff':>9}")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for row in result["rows"]:
+        test = fmt(row["test_accuracy"], ".3f") + " ± " + fmt(row["test_accuracy_spread"], ".3f")
+        lines.append(
+            f"{row['strategy']:<8} {row['schedule']:<7} {row['finished']:>2}/{row['runs']:<2}"
+            f" {fmt(row['cpu_seconds'], '.0f'):>8} {fmt(row['wall_seconds'], '.0f'):>8}"
+            f" {fmt(row['best_val_accuracy'], '.3f'):>8} {test:>15}"
+            f" {fmt(row.get('cost_ratio'), '.2f'):>10} {fmt(row.get('accuracy_difference'), '+.3f'):>9}"
+        )
+    lines += ["", "Spearman of the carried elites' fitness, per ladder transition:"]
+    groups: dict[tuple, list] = {}
+    for t in result["transitions"]:
+        groups.setdefault((t["strategy"], t["from"], t["to"]), []).append(t)
+    for (strategy, low, high), items in groups.items():
+        rhos = [t["spearman"] for t in items if t["spearman"] is not None]
+        each = ", ".join(fmt(t["spearman"], "+.2f") for t in items)
+        lines.append(f"  {strategy:<8} {low:>4} -> {high:<4} mean {fmt(mean(rhos), '+.2f')}"
+                     f" (per seed: {each}; n = {items[0]['n']})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(result: dict, runs: list[dict], path: Path) -> None:
+    """Left: CPU seconds against test accuracy, every run, means joined full -> ladder.
+    Right: each ladder transition's Spearman per strategy."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    strategies = list(dict.fromkeys(r["strategy"] for r in result["rows"]))
+    for i, strategy in enumerate(strategies):
+        colour = f"C{i}"
+        means = {}
+        for schedule, marker in zip(SCHEDULES, ("o", "s"), strict=True):
+            row = next(
+                r for r in result["rows"] if r["strategy"] == strategy and r["schedule"] == schedule
+            )
+            xs, ys = row["cpu_seconds_each"], row["test_accuracy_each"]
+            if len(xs) == len(ys) and xs:
+                left.scatter(xs, ys, color=colour, marker=marker, alpha=0.35)
+            if row["cpu_seconds"] is not None and row["test_accuracy"] is not None:
+                means[schedule] = (row["cpu_seconds"], row["test_accuracy"])
+                left.errorbar(*means[schedule], yerr=row["test_accuracy_spread"] or 0, color=colour,
+                              marker=marker, markersize=9, capsize=3, label=f"{strategy} {schedule}")  # fmt: skip
+        if len(means) == 2:
+            (x0, y0), (x1, y1) = means["full"], means["ladder"]
+            left.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": colour})
+        rhos = [
+            t
+            for t in result["transitions"]
+            if t["strategy"] == strategy and t["spearman"] is not None
+        ]
+        labels = sorted({f"{t['from']}->{t['to']}" for t in rhos})
+        for t in rhos:
+            x = labels.index(f"{t['from']}->{t['to']}") + (i - 1) * 0.15
+            right.scatter([x], [t["spearman"]], color=colour)
+        right.set_xticks(range(len(labels)), labels)
+    left.set_xlabel("CPU seconds per run (o ladder, s full resolution)")
+    left.set_ylabel("test accuracy")
+    left.set_title("cost and accuracy: arrow from full resolution to the ladder")
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
+    right.axhline(0, color="grey", linewidth=0.5)
+    right.set_ylim(-1.05, 1.05)
+    right.set_ylabel("Spearman rho (carried elites)")
+    right.set_title("rank agreement across each resolution step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    strategies = [s for s in args.strategies.split(",") if s]
+    check_strategies(strategies)
+    seeds = seeds_of(args.seeds)
+    try:
+        resolutions = [int(r) for r in args.resolutions.split(",")]
+    except ValueError:
+        usage_error(
+            f"--resolutions {args.resolutions!r} is not a comma list of pixel sizes, e.g. 16,32"
+        )
+    if len(resolutions) < 2 or args.evaluations < 2 * len(resolutions):
+        usage_error("the ladder needs at least two --resolutions and --evaluations >= 2 per stage")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = [(s, sch, seed) for seed in seeds for s in strategies for sch in SCHEDULES]
+    print(f"{len(plan)} runs, {args.jobs} at a time, in {out}", flush=True)
+    # Build the dataset cache once, before any run, so its cost falls on no run and two
+    # runs never build it at once.
+    prepare_cache(args, resolutions)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        runs = list(pool.map(lambda job: execute(args, *job), plan))
+    result = aggregate(runs, strategies)
+    result["settings"] = {k: v for k, v in vars(args).items()}
+    result["settings"]["seeds"] = seeds
+    result["runs"] = [
+        {k: r[k] for k in ("strategy", "schedule", "seed", "dir", "cost")} for r in runs
+    ]
+    write_json(out / "study.json", result)
+    print(table(result))
+    plot(result, runs, out / "study.png")
+    print(f"wrote {out / 'study.json'} and {out / 'study.png'}")
+    return 0 if all(r["summary"] for r in runs) else 1
+
+
+def prepare_cache(args: argparse.Namespace, resolutions: list[int]) -> None:
+    from evores.cache import open_cache
+
+    open_cache(args.data, resolutions, cache_dir=Path(args.out).resolve() / "cache")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
