@@ -8,9 +8,9 @@ evaluations, the same final retraining at the final resolution and the same test
 ladder splits its evaluations over the resolutions like Hinz (750/500/250: weights n..1).
 
 Every run has its own directory under ``--out``: a run with ``summary.json`` and
-``<run>.cost.json`` beside it is finished and skipped on a rerun; an unfinished one is continued with
-``--resume``, and the CPU and wall seconds of all its attempts are added. So a cut-off study
-loses nothing: run the same command again.
+``<run>.cost.json`` beside it is finished and skipped on a rerun; an unfinished one is
+continued with ``--resume``, and the CPU and wall seconds of all its attempts are added. So a
+cut-off study loses nothing: run the same command again.
 
 Prints one table (per strategy and schedule: CPU and wall seconds of the whole run, best
 validation accuracy at the final resolution, test accuracy mean and spread (sample standard
@@ -47,12 +47,20 @@ COST_SUFFIX = ".cost.json"  # beside the run directory, which evores wants empty
 # schedules x seeds, --jobs 2) takes about an hour.
 DEFAULTS = {
     "resolutions": [16, 32],
-    "evaluations": 24,
-    "seeds": 3,
+    "evaluations": 48,
+    "seeds": 5,
     "epochs": 4,
     "patience": 2,
-    "population": 4,
+    "population": 8,
     "elites": 2,
+}
+# The search ranges are cut as for the embedded run (evores.config.EMBEDDED_SPACE), to networks
+# that train in seconds on a CPU; --set space.KEY=... after these widens them again.
+STUDY_SPACE = {
+    "conv_layers": [1, 4],
+    "conv_filters": [8, 64],
+    "conv_kernels": [3, 5],
+    "fc_units": [16, 256],
 }
 
 
@@ -124,11 +132,12 @@ def run_overrides(args: argparse.Namespace, strategy: str, schedule: str, seed: 
         "schedule.elites": args.elites,
         "search.strategy": f'"{strategy}"',
         "search.population": args.population,
-        "search.elitism": 1,
+        "search.elitism": min(2, args.population - 1),
         "train.max_epochs": args.epochs,
         "train.patience": args.patience,
         "train.threads": 1,
     }
+    values.update({f"space.{k}": v for k, v in STUDY_SPACE.items()})
     data = values["data.path"]
     values["data.path"] = f'"{data}"'
     values["data.cache_dir"] = f'"{values["data.cache_dir"]}"'
@@ -199,41 +208,66 @@ def mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def schedule_row(strategy: str, schedule: str, mine: list[dict]) -> dict:
+    """The figures of one strategy and schedule over its seeds (finished runs only)."""
+    done = [r for r in mine if r["summary"]]
+    cpu = [sum(a["cpu_seconds"] for a in r["cost"]["attempts"]) for r in done]
+    wall = [sum(a["wall_seconds"] for a in r["cost"]["attempts"]) for r in done]
+    last = [r["summary"]["stages"][-1] for r in done if r["summary"]["stages"]]
+    val = [s["best_val_accuracy"] for s in last if s["best_val_accuracy"] is not None]
+    test = [r["summary"]["test_accuracy"] for r in done]
+    test = [t for t in test if t is not None]
+    return {
+        "strategy": strategy,
+        "schedule": schedule,
+        "runs": len(mine),
+        "finished": len(done),
+        "cpu_seconds": mean(cpu),
+        "cpu_seconds_each": cpu,
+        "wall_seconds": mean(wall),
+        "wall_seconds_each": wall,
+        "best_val_accuracy": mean(val),
+        "test_accuracy": mean(test),
+        "test_accuracy_spread": spread(test),
+        "test_accuracy_each": test,
+    }
+
+
+def transitions_of(run: dict) -> list[dict]:
+    return [
+        {
+            "strategy": run["strategy"],
+            "seed": run["seed"],
+            "from": t["from_resolution"],
+            "to": t["to_resolution"],
+            "spearman": transition_rho(t),
+            "n": t.get("n", len(t.get("low", []))),
+        }
+        for t in run["summary"]["transitions"]
+    ]
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
 def aggregate(runs: list[dict], strategies: list[str]) -> dict:
+    """Rows per strategy and schedule (the ladder's row carries the comparison with the full
+    schedule's) and every ladder transition's Spearman."""
     rows, transitions = [], []
     for strategy in strategies:
-        by = {}
-        for schedule in SCHEDULES:
-            mine = [r for r in runs if r["strategy"] == strategy and r["schedule"] == schedule]
-            done = [r for r in mine if r["summary"]]
-            cpu = [sum(a["cpu_seconds"] for a in r["cost"]["attempts"]) for r in done]
-            wall = [sum(a["wall_seconds"] for a in r["cost"]["attempts"]) for r in done]
-            val = [r["summary"]["stages"][-1]["best_val_accuracy"] for r in done
-                   if r["summary"]["stages"] and r["summary"]["stages"][-1]["best_val_accuracy"] is not None]  # fmt: skip
-            test = [
-                r["summary"]["test_accuracy"]
-                for r in done
-                if r["summary"]["test_accuracy"] is not None
-            ]
-            by[schedule] = {"strategy": strategy, "schedule": schedule, "runs": len(mine),
-                            "finished": len(done), "cpu_seconds": mean(cpu), "cpu_seconds_each": cpu,
-                            "wall_seconds": mean(wall), "wall_seconds_each": wall,
-                            "best_val_accuracy": mean(val), "test_accuracy": mean(test),
-                            "test_accuracy_spread": spread(test), "test_accuracy_each": test}  # fmt: skip
-            if schedule == "ladder":
-                for r in done:
-                    for t in r["summary"]["transitions"]:
-                        transitions.append({"strategy": strategy, "seed": r["seed"],
-                                            "from": t["from_resolution"], "to": t["to_resolution"],
-                                            "spearman": transition_rho(t), "n": t.get("n", len(t.get("low", [])))})  # fmt: skip
-        ladder, full = by["ladder"], by["full"]
-        both = ladder["cpu_seconds"] and full["cpu_seconds"]
-        ladder["cost_ratio"] = ladder["cpu_seconds"] / full["cpu_seconds"] if both else None
+        mine = {
+            s: [r for r in runs if r["strategy"] == strategy and r["schedule"] == s]
+            for s in SCHEDULES
+        }
+        ladder, full = (schedule_row(strategy, s, mine[s]) for s in SCHEDULES)
+        ladder["cost_ratio"] = ratio(ladder["cpu_seconds"], full["cpu_seconds"])
+        ladder["wall_ratio"] = ratio(ladder["wall_seconds"], full["wall_seconds"])
         has_acc = ladder["test_accuracy"] is not None and full["test_accuracy"] is not None
-        ladder["accuracy_difference"] = (
-            ladder["test_accuracy"] - full["test_accuracy"] if has_acc else None
-        )
+        difference = ladder["test_accuracy"] - full["test_accuracy"] if has_acc else None
+        ladder["accuracy_difference"] = difference
         rows += [ladder, full]
+        transitions += [t for r in mine["ladder"] if r["summary"] for t in transitions_of(r)]
     return {"rows": rows, "transitions": transitions}
 
 
@@ -242,8 +276,8 @@ def fmt(value: float | None, pattern: str) -> str:
 
 
 def table(result: dict) -> str:
-    head = (f"{'strategy':<8} {'schedule':<7} {'runs':>5} {'CPU s':>8} {'wall s':>8} {'best val':>8}"
-            f" {'test acc':>15} {'cost ratio':>10} {'acc diff':>9}")  # fmt: skip
+    head = (f"{'strategy':<8} {'schedule':<7} {'runs':>5} {'CPU s':>8} {'wall s':>8}"
+            f" {'best val':>8} {'test acc':>15} {'cost ratio':>10} {'acc diff':>9}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for row in result["rows"]:
         test = fmt(row["test_accuracy"], ".3f") + " ± " + fmt(row["test_accuracy_spread"], ".3f")
@@ -251,7 +285,8 @@ def table(result: dict) -> str:
             f"{row['strategy']:<8} {row['schedule']:<7} {row['finished']:>2}/{row['runs']:<2}"
             f" {fmt(row['cpu_seconds'], '.0f'):>8} {fmt(row['wall_seconds'], '.0f'):>8}"
             f" {fmt(row['best_val_accuracy'], '.3f'):>8} {test:>15}"
-            f" {fmt(row.get('cost_ratio'), '.2f'):>10} {fmt(row.get('accuracy_difference'), '+.3f'):>9}"
+            f" {fmt(row.get('cost_ratio'), '.2f'):>10}"
+            f" {fmt(row.get('accuracy_difference'), '+.3f'):>9}"
         )
     lines += ["", "Spearman of the carried elites' fitness, per ladder transition:"]
     groups: dict[tuple, list] = {}
@@ -287,8 +322,9 @@ def plot(result: dict, runs: list[dict], path: Path) -> None:
                 left.scatter(xs, ys, color=colour, marker=marker, alpha=0.35)
             if row["cpu_seconds"] is not None and row["test_accuracy"] is not None:
                 means[schedule] = (row["cpu_seconds"], row["test_accuracy"])
-                left.errorbar(*means[schedule], yerr=row["test_accuracy_spread"] or 0, color=colour,
-                              marker=marker, markersize=9, capsize=3, label=f"{strategy} {schedule}")  # fmt: skip
+                yerr = row["test_accuracy_spread"] or 0
+                left.errorbar(*means[schedule], yerr=yerr, color=colour, marker=marker,
+                              markersize=9, capsize=3, label=f"{strategy} {schedule}")  # fmt: skip
         if len(means) == 2:
             (x0, y0), (x1, y1) = means["full"], means["ladder"]
             left.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": colour})
