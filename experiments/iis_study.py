@@ -164,7 +164,8 @@ def execute(args: argparse.Namespace, strategy: str, schedule: str, seed: int) -
     cost = read_json(cost_path) or {"attempts": []}
     summary = read_json(run_dir / "summary.json")
     if summary is None or not cost.get("finished"):
-        resume = (run_dir / "checkpoint.json").exists()
+        clear_stale(run_dir)
+        resume = (run_dir / "config.toml").exists()  # evores started it: continue it
         command = [sys.executable, "-m", "evores.run", "--out", str(run_dir), "--quiet"]
         command += ["--resume"] if resume else []
         for override in run_overrides(args, strategy, schedule, seed) + args.extra:
@@ -187,12 +188,27 @@ def execute(args: argparse.Namespace, strategy: str, schedule: str, seed: int) -
             4,
         )  # 4: ended without a winner
         write_json(cost_path, cost)
+        if not cost["finished"]:
+            print(f"  {run_dir.name}: {last_line(log.name)}", flush=True)
         print(f"  {run_dir.name}: exit {child.returncode}, {attempt['cpu_seconds']:.0f} CPU s,"
               f" {attempt['wall_seconds']:.0f} wall s", flush=True)  # fmt: skip
     else:
         print(f"  {run_dir.name}: finished before, skipped", flush=True)
     return {"strategy": strategy, "schedule": schedule, "seed": seed, "dir": str(run_dir),
             "summary": summary if cost.get("finished") else None, "cost": cost}  # fmt: skip
+
+
+def clear_stale(run_dir: Path) -> None:
+    """A run cut off before evores wrote its config leaves at most its lock: remove that, so
+    the run starts afresh (evores refuses a non-empty directory without a config to resume)."""
+    if run_dir.is_dir() and not (run_dir / "config.toml").exists():
+        if {p.name for p in run_dir.iterdir()} <= {"lock.json"}:
+            (run_dir / "lock.json").unlink(missing_ok=True)
+
+
+def last_line(path: str) -> str:
+    lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 def transition_rho(transition: dict) -> float | None:
