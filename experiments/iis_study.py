@@ -21,7 +21,8 @@ figure) and ``study.png``.
     python experiments/iis_study.py --out runs/iis-study --jobs 2
 
 CPU seconds are the robust cost figure: they do not grow when other work shares the machine;
-wall seconds do. Sizing of the defaults: see SIZING below.
+wall seconds do. Sizing of the defaults: see SIZING below. A study killed outright (SIGKILL)
+loses the cost figures of the attempts it was waiting on; their runs still resume.
 """
 
 from __future__ import annotations
@@ -42,17 +43,24 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenette224"
 SCHEDULES = ("ladder", "full")
 COST_SUFFIX = ".cost.json"  # beside the run directory, which evores wants empty at start
 
-# SIZING (measured on imagenette224, 2 shared cores, train.threads = 1): filled in below
-# from the timing runs; the defaults are chosen so the whole study (3 strategies x 2
-# schedules x seeds, --jobs 2) takes about an hour.
+# SIZING, measured on imagenette224 (2,550 train images after the validation split), the cut
+# search ranges below, one thread per run, on the 2-core development machine while other
+# work shared it (load about 6): `python -m evores.plan --cpus 2 --genomes 4 --epochs 4` timed
+# 0.43 s per epoch at 16 px, 1.49 at 32 and 7.82 at 64 (the sampled genomes spread 0.22-0.81,
+# 0.85-3.06, 2.95-17.4); the study's own runs (48 evaluations, population 8, 4 epochs,
+# patience 2) took 1.7 CPU s per evaluation at 16 px and 4.1 at 32 (from /proc while they
+# ran). 64 px costs 5x 32 px, so the ladder stops at 32; at 60 evaluations a full-resolution
+# run is then about 270 CPU s and a ladder run about 170, 3 strategies x 2 schedules x 5
+# seeds about 6,500 CPU s: an hour on 2 free cores with --jobs 2. Four elites are carried
+# (and retrained at the end), so each transition's Spearman has n = 4.
 DEFAULTS = {
     "resolutions": [16, 32],
-    "evaluations": 48,
+    "evaluations": 60,
     "seeds": 5,
     "epochs": 4,
     "patience": 2,
     "population": 8,
-    "elites": 2,
+    "elites": 4,
 }
 # The search ranges are cut as for the embedded run (evores.config.EMBEDDED_SPACE), to networks
 # that train in seconds on a CPU; --set space.KEY=... after these widens them again.
