@@ -33,6 +33,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -395,8 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     # Build the dataset cache once, before any run, so its cost falls on no run and two
     # runs never build it at once.
     prepare_cache(args, resolutions)
+    stopping = threading.Event()  # Ctrl-C: the runs going checkpoint; start no more
+
+    def job(item: tuple) -> dict | None:
+        return None if stopping.is_set() else execute(args, *item)
+
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        runs = list(pool.map(lambda job: execute(args, *job), plan))
+        try:
+            runs = list(pool.map(job, plan))
+        except KeyboardInterrupt:
+            stopping.set()
+            print("iis_study: interrupted; run the same command again to continue", flush=True)
+            return 130
     result = aggregate(runs, strategies)
     result["settings"] = {k: v for k, v in vars(args).items()}
     result["settings"]["seeds"] = seeds
