@@ -51,10 +51,11 @@ COST_SUFFIX = ".cost.json"  # beside the run directory, which evores wants empty
 # 0.85-3.06, 2.95-17.4); the study's own runs (48 evaluations, population 8, 4 epochs,
 # patience 2) took 1.7 CPU s per evaluation at 16 px and 4.1 at 32 (from /proc while they
 # ran); one whole seed of `random` at 48 evaluations measured 151 CPU s (918 wall s) for the
-# ladder and 215 CPU s (1,024 wall s) for full resolution, both runs at once. 64 px costs 5x 32 px, so the ladder stops at 32; at 60 evaluations a full-resolution
-# run is then about 270 CPU s and a ladder run about 190 (x 1.25), 3 strategies x 2
-# schedules x 5 seeds about 6,900 CPU s: an hour on 2 free cores with --jobs 2. Four elites are carried
-# (and retrained at the end), so each transition's Spearman has n = 4.
+# ladder and 215 CPU s (1,024 wall s) for full resolution, both runs at once. 64 px costs
+# 5x 32 px, so the ladder stops at 32; at 60 evaluations a full-resolution run is then about
+# 270 CPU s and a ladder run about 190 (x 1.25), 3 strategies x 2 schedules x 5 seeds about
+# 6,900 CPU s: an hour on 2 free cores with --jobs 2. Four elites are carried (and retrained
+# at the end), so each transition's Spearman has n = 4.
 DEFAULTS = {
     "resolutions": [16, 32],
     "evaluations": 60,
