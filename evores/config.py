@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
         "mutation_genes": 0.3,
         "mutation_sigma": 0.15,
         "asynchronous": False,
+        # Genomes of the first population (evores.initial): a list of genome tables, or an
+        # earlier run directory's path; resolved to the list when the config is loaded.
+        "initial": [],
     },
     # The default budget is counted in epochs, so a result never depends on how loaded the
     # machine is; max_seconds is an explicit wall-clock safety net (0 = none). One thread per
@@ -239,6 +242,10 @@ def _unknown(name: str, scope: dict[str, Any], origin: str) -> None:
 
 def _checked_type(name: str, default: Any, value: Any) -> Any:
     """``value`` with the type of ``default`` (ints are accepted where floats are expected)."""
+    if name == "search.initial":  # genome tables or a path: evores.initial checks them
+        from evores.initial import checked_value
+
+        return checked_value(value)
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(default, bool) and isinstance(value, bool)
     elif isinstance(default, float):
@@ -286,6 +293,10 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     space = SearchSpace.from_dict(config[_SPACE_SECTION])
     check_buildable(space, config["schedule"]["resolutions"])
     config[_SPACE_SECTION] = space.to_dict()
+    from evores.initial import resolve_initial
+
+    search = config["search"]
+    search["initial"] = resolve_initial(search["initial"], space, search["population"])
     return config
 
 
@@ -521,4 +532,6 @@ def to_toml_value(value: Any) -> str:
         return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
     if isinstance(value, list):
         return "[" + ", ".join(to_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table (search.initial's genomes)
+        return "{" + ", ".join(f"{k} = {to_toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to TOML")

@@ -92,6 +92,8 @@ class SteadyStateSearch(ClimbsLadder):
             # (so elite i is birth i: _tell_elite relies on it)
             hparams = carried[birth]["hparams"]
             extra["elite_of"] = [stage - 1, carried[birth]["fitness"]]
+        elif stage == 0 and birth < len(self.search["initial"]):  # search.initial's genomes
+            hparams = copy.deepcopy(self.search["initial"][birth])
         else:
             hparams = self._breed(derive_rng(self.seed, "async-breed", stage, birth))
         return make_task(
