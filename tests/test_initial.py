@@ -2,9 +2,11 @@
 
 import json
 import re
+import shutil
 import tomllib
 
 import pytest
+import test_driver
 from test_generational import drive
 from test_generational import toy_result as generational_result
 from test_steady import run_serial, simulate
@@ -15,6 +17,7 @@ from evores.errors import ConfigError
 from evores.generational import LadderSearch
 from evores.results import make_record
 from evores.steady import SteadyStateSearch
+from evores.stopping import RunStopped, StopRequest
 
 SMALL = ["schedule.resolutions=[16, 32, 64]", "schedule.evaluations=[24, 14, 7]",
          "search.population=8", "schedule.elites=3"]  # fmt: skip
@@ -149,3 +152,25 @@ def test_the_cli_refuses_a_bad_initial_genome_with_exit_2_and_writes_nothing(cli
     assert "search.initial[0]: conv_filters[0] = 4 is outside" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_stopped_warm_run_resumes_to_the_uninterrupted_result_whatever_the_earlier_run_does(
+    tmp_path, mode
+):
+    run = test_driver.drive
+    earlier = tmp_path / "earlier"
+    run(test_driver.make_config(mode), earlier)
+    config = test_driver.make_config(mode, search__initial=str(earlier))
+    initial = config["search"]["initial"]
+    assert len(initial) == 4
+    run(config, tmp_path / "whole")
+    records = RunDirectory(tmp_path / "whole").read_records()
+    assert [r["hparams"] for r in records[:4]] == initial
+    stop = StopRequest()
+    with pytest.raises(RunStopped):
+        run(config, tmp_path / "resumed", test_driver.stop_after(3, stop), stop)
+    shutil.rmtree(earlier)  # the earlier run is gone before the resume
+    resumed = configuration.load(tmp_path / "resumed" / "config.toml")  # as --resume reads it
+    run(resumed, tmp_path / "resumed")
+    assert test_driver.outcome(tmp_path / "resumed") == test_driver.outcome(tmp_path / "whole")
