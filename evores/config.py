@@ -530,6 +530,8 @@ def to_toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "[\n" + "".join(f"    {to_toml_value(v)},\n" for v in value) + "]"  # a table a line
     if isinstance(value, list):
         return "[" + ", ".join(to_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):  # an inline table (search.initial's genomes)
