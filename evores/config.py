@@ -133,10 +133,13 @@ def load(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     values: dict[str, Any] | None = None,
+    initial: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Read ``path`` (TOML), apply ``section.key=value`` overrides, then ``values`` (Python
     values in the TOML's shape, from :func:`evores.search`), validate and resolve.
 
+    ``initial`` is what a ``search.initial`` run directory resolved to when the run started:
+    a resume compares its config with the run's without reading that directory again.
     Deprecated names are logged once the config has resolved, so a refused config is still
     one line.
     """
@@ -148,6 +151,8 @@ def load(
     given: set[str] = set()
     for update, origin in updates:
         given |= _merge(config, update, origin)
+    if initial is not None and isinstance(config["search"]["initial"], str):
+        config["search"]["initial"] = initial
     if config["data"]["path"] == EMBEDDED:
         for key, value in EMBEDDED_SPACE.items():
             if f"{_SPACE_SECTION}.{key}" not in given:

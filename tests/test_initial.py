@@ -174,3 +174,31 @@ def test_a_stopped_warm_run_resumes_to_the_uninterrupted_result_whatever_the_ear
     resumed = configuration.load(tmp_path / "resumed" / "config.toml")  # as --resume reads it
     run(resumed, tmp_path / "resumed")
     assert test_driver.outcome(tmp_path / "resumed") == test_driver.outcome(tmp_path / "whole")
+
+
+def test_a_resume_given_its_config_again_keeps_the_genomes_it_started_from(tmp_path):
+    """A requeued batch job passes --config with --resume: the run directory named in it is
+    not read again (it may have changed since), but other keys are still compared."""
+    from evores.api import Request, _resumed_config
+    from evores.errors import CheckpointError
+
+    earlier_run(tmp_path / "earlier")
+    toml = tmp_path / "warm.toml"
+    toml.write_text(
+        "[schedule]\nresolutions = [16, 32, 64]\nevaluations = [24, 14, 7]\nelites = 3\n"
+        f"[search]\npopulation = 8\ninitial = {json.dumps(str(tmp_path / 'earlier'))}\n"
+    )
+    config = configuration.load(toml)
+    run_dir = RunDirectory(tmp_path / "run")
+    run_dir.create(configuration.to_toml(config))
+    shutil.rmtree(tmp_path / "earlier")
+    earlier_run(tmp_path / "earlier", seed=1)  # the earlier directory now holds another run
+    assert configuration.load(toml)["search"]["initial"] != config["search"]["initial"]
+    again = Request(config=toml, resume=True, out=run_dir.path)
+    assert _resumed_config(again, run_dir) == config
+    edited = Request(config=toml, values={"seed": 5}, resume=True, out=run_dir.path)
+    with pytest.raises(CheckpointError, match="with the config it was started with"):
+        _resumed_config(edited, run_dir)
+    inline = {"search": {"initial": GIVEN}}
+    with pytest.raises(CheckpointError, match="with the config it was started with"):
+        _resumed_config(Request(config=toml, values=inline, resume=True, out=run_dir.path), run_dir)
