@@ -199,7 +199,9 @@ def _resumed_config(args: Request, run_dir: RunDirectory) -> dict[str, Any]:
         )
     config = configuration.load(run_dir.file(CONFIG))
     if args.config is not None or args.overrides or args.values:
-        wanted = configuration.load(args.config, args.overrides, args.values)
+        # (a search.initial run directory is not read again: the run keeps its genomes)
+        initial = config["search"]["initial"]
+        wanted = configuration.load(args.config, args.overrides, args.values, initial=initial)
         if wanted != config:
             raise CheckpointError(
                 f"--resume continues {str(run_dir.path)!r} with the config it was started with; "

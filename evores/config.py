@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
         "mutation_genes": 0.3,
         "mutation_sigma": 0.15,
         "asynchronous": False,
+        # Genomes of the first population (evores.initial): a list of genome tables, or an
+        # earlier run directory's path; resolved to the list when the config is loaded.
+        "initial": [],
     },
     # The default budget is counted in epochs, so a result never depends on how loaded the
     # machine is; max_seconds is an explicit wall-clock safety net (0 = none). One thread per
@@ -133,10 +136,13 @@ def load(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     values: dict[str, Any] | None = None,
+    initial: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Read ``path`` (TOML), apply ``section.key=value`` overrides, then ``values`` (Python
     values in the TOML's shape, from :func:`evores.search`), validate and resolve.
 
+    ``initial`` is what a ``search.initial`` run directory resolved to when the run started:
+    a resume compares its config with the run's without reading that directory again.
     Deprecated names are logged once the config has resolved, so a refused config is still
     one line.
     """
@@ -148,6 +154,8 @@ def load(
     given: set[str] = set()
     for update, origin in updates:
         given |= _merge(config, update, origin)
+    if initial is not None and isinstance(config["search"]["initial"], str):
+        config["search"]["initial"] = initial
     if config["data"]["path"] == EMBEDDED:
         for key, value in EMBEDDED_SPACE.items():
             if f"{_SPACE_SECTION}.{key}" not in given:
@@ -242,6 +250,10 @@ def _unknown(name: str, scope: dict[str, Any], origin: str) -> None:
 
 def _checked_type(name: str, default: Any, value: Any) -> Any:
     """``value`` with the type of ``default`` (ints are accepted where floats are expected)."""
+    if name == "search.initial":  # genome tables or a path: evores.initial checks them
+        from evores.initial import checked_value
+
+        return checked_value(value)
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(default, bool) and isinstance(value, bool)
     elif isinstance(default, float):
@@ -289,6 +301,10 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     space = SearchSpace.from_dict(config[_SPACE_SECTION])
     check_buildable(space, config["schedule"]["resolutions"])
     config[_SPACE_SECTION] = space.to_dict()
+    from evores.initial import resolve_initial
+
+    search = config["search"]
+    search["initial"] = resolve_initial(search["initial"], space, search["population"])
     return config
 
 
@@ -539,6 +555,10 @@ def to_toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "[\n" + "".join(f"    {to_toml_value(v)},\n" for v in value) + "]"  # a table a line
     if isinstance(value, list):
         return "[" + ", ".join(to_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table (search.initial's genomes)
+        return "{" + ", ".join(f"{k} = {to_toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to TOML")

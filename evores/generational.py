@@ -67,8 +67,11 @@ class LadderSearch(ClimbsLadder):
             return []
         stage, generation = self.state["stage"], self.state["generation"]
         rng = derive_rng(self.seed, "breed", stage, generation)
-        if stage == 0 and generation == 0:
-            return self._tasks(self._samples(rng, self.search["population"]))
+        if stage == 0 and generation == 0:  # search.initial's genomes, then samples
+            initial = copy.deepcopy(self.search["initial"])
+            return self._tasks(
+                initial + self._samples(rng, self.search["population"] - len(initial))
+            )
         if generation == 0:
             return self._stage_change_tasks(rng)
         return self._tasks(self._offspring(rng, self._offspring_count()))

@@ -36,6 +36,8 @@ log = logging.getLogger("evores")
 WEIGHTS = "winner.safetensors"
 DESCRIPTION = "winner.json"
 CANDIDATE = "final-{index}.safetensors"
+# What load_model reads from winner.json.
+NEEDED = ("hparams", "resolution", "mean", "std", "class_names", "filter", "crop")
 
 
 def candidate_path(run_dir: str | Path, index: int) -> Path:
@@ -106,21 +108,10 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
     filter and crop) and normalised with the training data's channel mean and std."""
     import numpy as np
     import torch
-    from safetensors.torch import load_file
-
-    from evores.model import build_cnn
 
     run_dir = Path(run_dir)
-    if not (run_dir / DESCRIPTION).is_file() or not (run_dir / WEIGHTS).is_file():
-        raise CheckpointError(
-            f"{str(run_dir)!r} has no {WEIGHTS} and {DESCRIPTION}; give the directory of a run "
-            "that finished with evores's own training"
-        )
-    winner = json.loads((run_dir / DESCRIPTION).read_text())
+    winner, model = _read_winner(run_dir)
     resolution = int(winner["resolution"])
-    model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]))
-    model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
-    model.eval()
     mean = torch.tensor(winner["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
     std = torch.tensor(winner["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
 
@@ -131,6 +122,40 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
         return torch.softmax(model(x), dim=1).numpy()
 
     return model, predict
+
+
+def _read_winner(run_dir: Path):
+    """winner.json and the network built from it with winner.safetensors' weights, in eval
+    mode; CheckpointError (one line) for a run without them or with damaged ones."""
+    from safetensors.torch import load_file
+
+    from evores.model import build_cnn
+
+    if not (run_dir / DESCRIPTION).is_file() or not (run_dir / WEIGHTS).is_file():
+        why = (
+            "the run finished without them (no winner, or a user fitness.function)"
+            if (run_dir / "summary.json").is_file()
+            else "the run has not finished (no summary.json): resume it to the end first"
+        )
+        raise CheckpointError(
+            f"{str(run_dir)!r} has no {WEIGHTS} and {DESCRIPTION}: {why}; give the directory "
+            "of a run that finished with evores's own training"
+        )
+    try:
+        winner = json.loads((run_dir / DESCRIPTION).read_text(encoding="utf-8"))
+        missing = [key for key in NEEDED if key not in winner]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing)}")
+        model = build_cnn(winner["hparams"], int(winner["resolution"]), len(winner["class_names"]))
+        model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+    except Exception as error:  # noqa: BLE001 - any damage is the same to the user
+        detail = (str(error).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"the winner's files in {str(run_dir)!r} are damaged or do not match ({WEIGHTS}, "
+            f"{DESCRIPTION}: {type(error).__name__}: {detail}); "
+            "restore them from a backup, or run the search again"
+        ) from None
+    return winner, model.eval()
 
 
 def _downsampled(image, resolution: int, winner: dict[str, Any]):

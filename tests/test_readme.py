@@ -1,6 +1,9 @@
 """The README's quick start and .ci/run must not drift apart; its examples run."""
 
+import json
 import re
+import tomllib
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -45,7 +48,7 @@ def test_the_optuna_example_is_five_lines_and_scores_a_real_trial(tmp_path, monk
 def test_the_python_example_runs_a_search_and_reads_it_back(tmp_path, monkeypatch):
     pytest.importorskip("pandas", reason="pandas is in the test extra")
     text = (ROOT / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "evores.search(" in b]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "evores.load_run(" in b]
     monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
@@ -57,3 +60,25 @@ def test_the_python_example_runs_a_search_and_reads_it_back(tmp_path, monkeypatc
     probabilities = namespace["probabilities"]
     assert probabilities.shape == (1, len(summary["data"]["classes"]))
     assert abs(float(probabilities.sum()) - 1.0) < 1e-5
+
+
+def test_the_warm_start_examples_start_from_the_known_genome_then_from_the_run(
+    tmp_path, monkeypatch
+):
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Warm starts", 1)[1].split("\n## ", 1)[0]
+    [table] = re.findall(r"```toml\n(.*?)```", section, re.S)
+    [block] = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block, namespace)
+    known, first = namespace["known"], namespace["first"]
+    assert tomllib.loads(table)["search"]["initial"] == [known]
+    logged = [json.loads(line) for line in Path("runs/warm/evaluations.jsonl").open()]
+    assert logged[0]["key"] == [0, 0, 0] and logged[0]["hparams"] == known
+    again = [json.loads(line) for line in Path("runs/warmer/evaluations.jsonl").open()]
+    assert again[0]["hparams"] == first["best_hparams"]  # the winner comes first
+    assert namespace["again"]["outcome"]["status"] == "ok"
+    stored = tomllib.loads(Path("runs/warmer/config.toml").read_text())["search"]["initial"]
+    assert stored[0] == first["best_hparams"] and len(stored) == 4

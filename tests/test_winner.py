@@ -63,8 +63,39 @@ def test_predict_takes_paths_as_it_takes_images(tiny_run, tmp_path):
 
 
 def test_a_run_without_winner_files_is_refused(tmp_path):
-    with pytest.raises(CheckpointError, match="no winner.safetensors"):
+    with pytest.raises(CheckpointError, match="no winner.safetensors .*has not finished"):
         load_model(tmp_path)
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="finished without them"):
+        load_model(tmp_path)
+
+
+def damaged_copy(run_dir, tmp_path, weights: bytes | None = None, description=None):
+    copy = tmp_path / "damaged"
+    copy.mkdir()
+    (copy / WEIGHTS).write_bytes((run_dir / WEIGHTS).read_bytes() if weights is None else weights)
+    winner = json.loads((run_dir / DESCRIPTION).read_text())
+    (copy / DESCRIPTION).write_text(json.dumps(description(winner) if description else winner))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"weights": lambda data: data[: len(data) // 2]},  # truncated
+        {"weights": lambda data: b"not a tensor file"},
+        {"description": lambda w: {**w, "hparams": {**w["hparams"], "fc_units": [7]}}},
+        {"description": lambda w: {k: v for k, v in w.items() if k != "mean"}},
+    ],
+)
+def test_damaged_winner_files_are_refused_in_one_line(tiny_run, tmp_path, damage):
+    run_dir, _ = tiny_run
+    data = (run_dir / WEIGHTS).read_bytes()
+    weights = damage["weights"](data) if "weights" in damage else None
+    copy = damaged_copy(run_dir, tmp_path, weights, damage.get("description"))
+    with pytest.raises(CheckpointError, match="damaged or do not match") as caught:
+        load_model(copy)
+    assert "\n" not in str(caught.value)
 
 
 def test_keeping_the_winner_again_after_a_kill_finds_it_already_renamed(tiny_run, tmp_path):
