@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, assert_same_result, cli_command, evaluations
+from conftest import TINY_RUN, assert_same_result, cli_command, evaluations, require_mpiexec
 from PIL import Image
+from safetensors import safe_open
 
 from evores import config as configuration
 from evores.api import open_dataset
@@ -17,7 +18,7 @@ from evores.errors import ConfigError
 from evores.fitness import PreparedData, evaluate, train_and_test
 from evores.model import build_cnn, count_parameters
 from evores.resizer import LearnedResizer, ResizedClassifier, ResizerSpec, resizer_spec
-from evores.winner import DESCRIPTION, load_model
+from evores.winner import DESCRIPTION, WEIGHTS, load_model
 
 LEARNED = [*TINY_RUN, "data.resizer=learned"]
 GENOME = {
@@ -190,6 +191,20 @@ def test_a_killed_learned_run_resumes_to_the_uninterrupted_result(
     resumed = cli("--out", str(broken), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_result(broken, learned_run)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_a_learned_run_under_mpi_equals_the_serial_run(learned_run, cli, tmp_path):
+    require_mpiexec()
+    mpi_dir = tmp_path / "mpi"
+    result = cli("--out", str(mpi_dir), overrides=LEARNED, mpi_ranks=3)
+    assert result.returncode == 0, result.stderr
+    assert_same_result(mpi_dir, learned_run)
+    with safe_open(str(mpi_dir / WEIGHTS), "pt") as mine, \
+            safe_open(str(learned_run / WEIGHTS), "pt") as serial:  # fmt: skip
+        for name in serial.keys():
+            assert torch.equal(mine.get_tensor(name), serial.get_tensor(name)), name
 
 
 def test_a_source_above_every_image_is_refused_with_one_line(cli, tmp_path):
