@@ -33,7 +33,7 @@ from typing import Any
 
 from evores import config as configuration
 from evores.checkpoint import CONFIG, RunDirectory
-from evores.errors import CheckpointError, EvoresError
+from evores.errors import CheckpointError, DataError, EvoresError
 from evores.resume import check_config_early
 from evores.rundir import run_directory
 from evores.slurm import EXIT_CHECKPOINTED
@@ -211,13 +211,35 @@ def _resumed_config(args: Request, run_dir: RunDirectory) -> dict[str, Any]:
 
 
 def open_dataset(config: dict[str, Any]):
-    """Open (building or reusing) the resolution cache the config asks for."""
+    """Open (building or reusing) the resolution cache the config asks for, with the learned
+    resizer's source resolutions when it has one."""
+    from evores.resizer import resizer_spec
+
+    data = config["data"]
+    resolutions = list(config["schedule"]["resolutions"])
+    spec = resizer_spec(data)
+    if spec is not None:  # the learned resizer's sources, in the same build
+        resolutions = sorted(set(resolutions) | {spec.source_for(r) for r in resolutions})
+    try:
+        return _open_cache(config, resolutions)
+    except DataError as error:
+        if spec is None or "upscaled" not in str(error):
+            raise
+        sources = sorted({spec.source_for(r) for r in config["schedule"]["resolutions"]})
+        raise DataError(
+            f"{error}; the learned resizer reads {sources} px copies (data.resizer_source = "
+            f"{spec.source}, 0 = twice each stage): set data.resizer_source between the largest "
+            "resolution and the images' size"
+        ) from None
+
+
+def _open_cache(config: dict[str, Any], resolutions: list[int]):
     from evores.cache import open_cache
 
     data = config["data"]
     return open_cache(
         data["path"],
-        config["schedule"]["resolutions"],
+        resolutions,
         filter=data["filter"],
         crop=data["crop"],
         cache_dir=data["cache_dir"] or None,

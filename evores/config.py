@@ -54,6 +54,12 @@ DEFAULTS: dict[str, Any] = {
         "test_fraction": 0.15,
         "download": False,
         "split_seed": 0,
+        # "learned": a small CNN shrinks resizer_source px copies to each stage's resolution
+        # (evores.resizer); 0 = twice the stage's resolution.
+        "resizer": "fixed",
+        "resizer_source": 0,
+        "resizer_width": 16,
+        "resizer_blocks": 1,
     },
     "schedule": {
         "resolutions": [],
@@ -291,6 +297,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _check_search(config["search"], config["schedule"])
     _check_train(config["train"])
     _check_fitness(config["fitness"])
+    _check_resizer_run(config)
     if config["stop"]["grace_seconds"] < 0:
         raise ConfigError(f"stop.grace_seconds must be >= 0, got {config['stop']['grace_seconds']}")
     _check_slurm(config["slurm"], config["train"]["evaluations_per_gpu"])
@@ -323,6 +330,38 @@ def _resolve_data(data: dict[str, Any]) -> None:
             raise ConfigError(f"data.{key} must lie in (0, 0.5), got {data[key]}")
     if not data["path"]:
         raise ConfigError(f"data.path is empty; give a dataset path or {EMBEDDED!r}")
+    _check_resizer(data)
+
+
+def _check_resizer(data: dict[str, Any]) -> None:
+    from evores.resizer import RESIZERS
+
+    if data["resizer"] not in RESIZERS:
+        raise ConfigError(
+            f"data.resizer {data['resizer']!r} is unknown; use one of {', '.join(RESIZERS)}"
+        )
+    for key, low in (("resizer_source", 0), ("resizer_width", 1), ("resizer_blocks", 0)):
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"data.{key} must be a whole number >= {low}, got {value!r}")
+
+
+def _check_resizer_run(config: dict[str, Any]) -> None:
+    """A learned resizer's source must not be below a stage; only evores's training has one."""
+    data = config["data"]
+    if data["resizer"] == "fixed":
+        return
+    top = max(config["schedule"]["resolutions"])
+    if data["resizer_source"] and data["resizer_source"] < top:
+        raise ConfigError(
+            f"data.resizer_source {data['resizer_source']} is below the largest resolution "
+            f"{top}; set it to at least {top}, or 0 (twice each stage's resolution)"
+        )
+    if config["fitness"]["function"]:
+        raise ConfigError(
+            "data.resizer = 'learned' trains with evores's own training, but fitness.function "
+            "is set; drop one of them"
+        )
 
 
 def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:

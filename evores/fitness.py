@@ -34,6 +34,7 @@ from evores.config import DEFAULTS
 from evores.device import check_interval, for_training, resolve_device, resolve_precision
 from evores.errors import ConfigError, DataError
 from evores.model import build_cnn, count_parameters, weight_tensors
+from evores.resizer import ResizerSpec, with_resizer
 from evores.results import (
     FAILURE_BUDGET,
     FAILURE_EXCEPTION,
@@ -122,6 +123,8 @@ class PreparedData:
     ``train_x`` / ``eval_x`` are uint8 ``(N, C, H, W)`` tensors, labels int64. ``eval_split``
     names what the evaluation arrays are: ``"val"`` or ``"test"`` when built from a cache,
     ``None`` when the caller supplied arrays (the caller then knows what they hold).
+    With a learned ``resizer`` (:mod:`evores.resizer`) the arrays are at its source
+    resolution and the network, resizer first, sees ``target`` px (``resolution``).
     """
 
     def __init__(
@@ -134,6 +137,8 @@ class PreparedData:
         *,
         device: str | torch.device = "cpu",
         eval_split: str | None = None,
+        resizer: ResizerSpec | None = None,
+        target: int | None = None,
     ) -> None:
         if n_classes < 2:
             raise DataError(f"n_classes is {n_classes}; a classifier needs at least 2 classes")
@@ -147,6 +152,8 @@ class PreparedData:
         self.device = resolve_device(device)
         self.n_classes = int(n_classes)
         self.eval_split = eval_split
+        self.resizer = resizer  # a learned resizer shrinks the images to ``target`` px
+        self.target = int(target if resizer is not None and target else train_x.shape[-1])
         mean, std = _channel_stats(train_x)
         self.mean, self.std = mean.to(self.device), std.to(self.device)
         self.train_x, self.train_y = train_x.to(self.device), train_y.to(self.device)
@@ -168,16 +175,24 @@ class PreparedData:
 
     @classmethod
     def from_cache(
-        cls, cache, resolution: int, *, device: str | torch.device = "cpu", final: bool = False
+        cls,
+        cache,
+        resolution: int,
+        *,
+        device: str | torch.device = "cpu",
+        final: bool = False,
+        resizer: ResizerSpec | None = None,
     ) -> PreparedData:
         """From a :class:`evores.cache.DatasetCache`.
 
         ``final=False``: train on "train", evaluate on "val" (the test split is never read).
-        ``final=True``: train on "train+val", evaluate on "test".
+        ``final=True``: train on "train+val", evaluate on "test". With a learned ``resizer``
+        the images are read at its source resolution for ``resolution``.
         """
         train_split, eval_split = ("train+val", "test") if final else ("train", "val")
-        train_x, train_y = cache.arrays(resolution, train_split)
-        eval_x, eval_y = cache.arrays(resolution, eval_split)
+        stored = resolution if resizer is None else resizer.source_for(resolution)
+        train_x, train_y = cache.arrays(stored, train_split)
+        eval_x, eval_y = cache.arrays(stored, eval_split)
         return cls(
             _images(train_x, f"{train_split} images"),
             _labels(train_y, f"{train_split} labels"),
@@ -186,11 +201,14 @@ class PreparedData:
             cache.n_classes,
             device=device,
             eval_split=eval_split,
+            resizer=resizer,
+            target=resolution,
         )
 
     @property
     def resolution(self) -> int:
-        return int(self.train_x.shape[-1])
+        """The side of the images the classifier sees."""
+        return self.target
 
     @property
     def in_channels(self) -> int:
@@ -238,9 +256,10 @@ def _prepare(data, resolution: int, device, filter: str, final: bool) -> Prepare
 
             data = open_cache(data, [resolution], filter=filter)
         prepared = PreparedData.from_cache(data, resolution, device=device or "auto", final=final)
-    if prepared.train_x.shape[-2:] != (resolution, resolution):
+    seen = prepared.train_x.shape[-2:] if prepared.resizer is None else (prepared.target,) * 2
+    if tuple(seen) != (resolution, resolution):
         raise ConfigError(
-            f"data holds {tuple(prepared.train_x.shape[-2:])} px images but resolution is "
+            f"data holds {tuple(seen)} px images but resolution is "
             f"{resolution}; pass data prepared at that resolution"
         )
     return prepared
@@ -469,6 +488,9 @@ def _save_network(network: nn.Module, hparams: dict, data: PreparedData, path) -
         "mean": data.mean.flatten().tolist(),
         "std": data.std.flatten().tolist(),
     }
+    if data.resizer is not None:
+        metadata["resizer"] = data.resizer.to_dict()
+        metadata["source_resolution"] = int(data.train_x.shape[-1])
     save_weights(network, path, metadata)
 
 
@@ -558,6 +580,8 @@ def init_model(hparams: dict, data: PreparedData, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(derive_seed(seed, "init"))
         model = build_cnn(hparams, data.resolution, data.n_classes, data.in_channels)
+        if data.resizer is not None:  # built after the classifier: its weights stay the same
+            model = with_resizer(model, data.resizer, data.resolution, data.in_channels)
     return model.to(data.device)
 
 

@@ -406,6 +406,7 @@ def summary(
         "data": {
             "path": config["data"]["path"],
             "filter": config["data"]["filter"],
+            "resizer": config["data"].get("resizer", "fixed"),
             "classes": list(cache.class_names),
             "report": cache.report,
         },

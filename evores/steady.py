@@ -102,7 +102,6 @@ class SteadyStateSearch(ClimbsLadder):
         elif birth < len(carried) + len(probe):
             hparams = probe[birth - len(carried)]["hparams"]
             extra["probe_of"] = [stage - 1, probe[birth - len(carried)]["fitness"]]
-
         elif stage == 0 and birth < len(self.search["initial"]):  # search.initial's genomes
             hparams = copy.deepcopy(self.search["initial"][birth])
         else:

@@ -92,6 +92,8 @@ def keep_winner(run_dir: str | Path, config: dict[str, Any], cache, final, winne
         "val_accuracy": winner["val_accuracy"],
         "filter": config["data"]["filter"],
         "crop": config["data"]["crop"],
+        "resizer": network.get("resizer"),  # None: the cache's fixed filter
+        "source_resolution": network.get("source_resolution", network["resolution"]),
         "evores_version": __version__,
     })  # fmt: skip
     for other in range(len(final)):
@@ -105,19 +107,38 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
     takes a list of PIL images or image paths and returns their class probabilities, a numpy
     float32 array (N, n_classes) whose columns follow ``winner.json``'s ``class_names``. Each
     image is downsampled as the dataset cache downsampled the training images (the run's
-    filter and crop) and normalised with the training data's channel mean and std."""
+    filter and crop) and normalised with the training data's channel mean and std; with a
+    learned resizer, to its source resolution, and the resizer (part of ``model``) does the
+    rest."""
     import numpy as np
     import torch
+<<<<<<< HEAD
+=======
+    from safetensors.torch import load_file
+
+    from evores.model import build_cnn
+    from evores.resizer import ResizerSpec, with_resizer
+>>>>>>> wt-11
 
     run_dir = Path(run_dir)
     winner, model = _read_winner(run_dir)
     resolution = int(winner["resolution"])
+<<<<<<< HEAD
+=======
+    model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]))
+    if winner.get("resizer"):
+        spec = ResizerSpec(**winner["resizer"])
+        model = with_resizer(model, spec, resolution, len(winner["mean"]))
+    source = int(winner.get("source_resolution") or resolution)
+    model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+    model.eval()
+>>>>>>> wt-11
     mean = torch.tensor(winner["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
     std = torch.tensor(winner["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
 
     @torch.no_grad()
     def predict(images: Sequence[Any]) -> np.ndarray:
-        batch = np.stack([_downsampled(image, resolution, winner) for image in images])
+        batch = np.stack([_downsampled(image, source, winner) for image in images])
         x = torch.from_numpy(batch).float().sub_(mean).div_(std)
         return torch.softmax(model(x), dim=1).numpy()
 

@@ -23,6 +23,7 @@ from evores.cache import DatasetCache
 from evores.device import configure_process, resolve_device
 from evores.errors import ConfigError
 from evores.fitness import PreparedData, evaluate, train_and_test
+from evores.resizer import ResizerSpec, resizer_spec
 from evores.results import (
     FAILURE_BUDGET,
     FAILURE_EXCEPTION,
@@ -192,13 +193,20 @@ def make_work(
     spec = config["fitness"]["function"]
     if spec:
         return _user_work(load_function(spec), config, cache, space, device)
-    return _builtin_work(config["train"], cache, space, device, run_dir)
+    resizer = resizer_spec(config["data"])
+    return _builtin_work(config["train"], cache, space, device, run_dir, resizer)
 
 
 def _builtin_work(
-    train: dict[str, Any], cache: DatasetCache, space: SearchSpace, device, run_dir=None
+    train: dict[str, Any],
+    cache: DatasetCache,
+    space: SearchSpace,
+    device,
+    run_dir=None,
+    resizer: ResizerSpec | None = None,
 ) -> Work:
-    """Tasks run by evores's own training, on data kept resident between tasks."""
+    """Tasks run by evores's own training, on data kept resident between tasks (with a
+    learned ``resizer``, at its source resolutions)."""
     max_seconds = train["max_seconds"] or None
     resident: dict[tuple[int, bool], PreparedData] = {}
 
@@ -206,7 +214,7 @@ def _builtin_work(
         if (resolution, final) not in resident:
             resident.clear()
             resident[resolution, final] = PreparedData.from_cache(
-                cache, resolution, device=device, final=final
+                cache, resolution, device=device, final=final, resizer=resizer
             )
         return resident[resolution, final]
 
