@@ -26,8 +26,8 @@ from evores.trials import OutsideSpace, frozen_trial, quiet_optuna
 
 EXIT_USAGE = 2
 # Copied to each trial's user attributes when the record has them.
-TRIAL_ATTRS = ("key", "resolution", "seed", "elite_of", "probe_of", "failure", "reason", "best_epoch",
-               "epochs", "wall_seconds", "n_parameters", "repairs")  # fmt: skip
+TRIAL_ATTRS = ("key", "resolution", "seed", "elite_of", "probe_of", "failure", "reason",
+               "best_epoch", "epochs", "wall_seconds", "n_parameters", "repairs")  # fmt: skip
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -112,27 +112,11 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
     rest."""
     import numpy as np
     import torch
-<<<<<<< HEAD
-=======
-    from safetensors.torch import load_file
-
-    from evores.model import build_cnn
-    from evores.resizer import ResizerSpec, with_resizer
->>>>>>> wt-11
 
     run_dir = Path(run_dir)
     winner, model = _read_winner(run_dir)
     resolution = int(winner["resolution"])
-<<<<<<< HEAD
-=======
-    model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]))
-    if winner.get("resizer"):
-        spec = ResizerSpec(**winner["resizer"])
-        model = with_resizer(model, spec, resolution, len(winner["mean"]))
-    source = int(winner.get("source_resolution") or resolution)
-    model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
-    model.eval()
->>>>>>> wt-11
+    source = int(winner.get("source_resolution") or resolution)  # a learned resizer's input
     mean = torch.tensor(winner["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
     std = torch.tensor(winner["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
 
@@ -151,6 +135,7 @@ def _read_winner(run_dir: Path):
     from safetensors.torch import load_file
 
     from evores.model import build_cnn
+    from evores.resizer import ResizerSpec, with_resizer
 
     if not (run_dir / DESCRIPTION).is_file() or not (run_dir / WEIGHTS).is_file():
         why = (
@@ -167,7 +152,11 @@ def _read_winner(run_dir: Path):
         missing = [key for key in NEEDED if key not in winner]
         if missing:
             raise KeyError(f"missing {', '.join(missing)}")
-        model = build_cnn(winner["hparams"], int(winner["resolution"]), len(winner["class_names"]))
+        resolution = int(winner["resolution"])
+        model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]))
+        if winner.get("resizer"):
+            spec = ResizerSpec(**winner["resizer"])
+            model = with_resizer(model, spec, resolution, len(winner["mean"]))
         model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
     except Exception as error:  # noqa: BLE001 - any damage is the same to the user
         detail = (str(error).splitlines() or [""])[0][:200]
