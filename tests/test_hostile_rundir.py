@@ -37,6 +37,7 @@ PLUGIN_RUN = [
     "search.population=4",
     "search.elitism=1",
     "schedule.elites=2",
+    "schedule.probe=0",  # the legacy runs predate the fidelity probe
     "train.threads=1",
     "fitness.function=fitness_plugins:accuracy_from_seed_dies_once",
 ]

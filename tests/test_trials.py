@@ -67,6 +67,8 @@ def test_tpe_genomes_are_a_pure_function_of_their_arguments_and_quiet():
     listener = logging.Handler()
     listener.emit = heard.append
     logging.getLogger("optuna").addHandler(listener)
+    verbosity_before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # other tests may have quietened it
     level = logging.getLogger("optuna").level
     root = logging.getLogger()
     root_before = (root.level, list(root.handlers))
@@ -82,4 +84,5 @@ def test_tpe_genomes_are_a_pure_function_of_their_arguments_and_quiet():
     assert [r for r in heard if r.levelno < logging.WARNING] == []  # Optuna's info silenced
     optuna.create_study()  # (which it says when not silenced)
     logging.getLogger("optuna").removeHandler(listener)
+    optuna.logging.set_verbosity(verbosity_before)
     assert any("study created" in r.getMessage() for r in heard)
