@@ -55,7 +55,8 @@ COST_SUFFIX = ".cost.json"  # beside the run directory, which evores wants empty
 # 5x 32 px, so the ladder stops at 32; at 60 evaluations a full-resolution run is then about
 # 270 CPU s and a ladder run about 190 (x 1.25), 3 strategies x 2 schedules x 5 seeds about
 # 6,900 CPU s: an hour on 2 free cores with --jobs 2. Four elites are carried (and retrained
-# at the end), so each transition's Spearman has n = 4.
+# at the end) and the default probe of 8 re-evaluated beside them, so each transition's
+# Spearman has up to n = 12 (less what failed); both count against the 32 px stage's 20.
 DEFAULTS = {
     "resolutions": [16, 32],
     "evaluations": 60,
