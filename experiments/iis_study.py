@@ -316,7 +316,7 @@ def table(result: dict) -> str:
             f" {fmt(row.get('cost_ratio'), '.2f'):>10}"
             f" {fmt(row.get('accuracy_difference'), '+.3f'):>9}"
         )
-    lines += ["", "Spearman of the carried elites' fitness, per ladder transition:"]
+    lines += ["", "Spearman of the carried elites and probe (low vs high px), per transition:"]
     groups: dict[tuple, list] = {}
     for t in result["transitions"]:
         groups.setdefault((t["strategy"], t["from"], t["to"]), []).append(t)
@@ -373,7 +373,7 @@ def plot(result: dict, runs: list[dict], path: Path) -> None:
         left.legend(fontsize=8)
     right.axhline(0, color="grey", linewidth=0.5)
     right.set_ylim(-1.05, 1.05)
-    right.set_ylabel("Spearman rho (carried elites)")
+    right.set_ylabel("Spearman rho (elites and probe)")
     right.set_title("rank agreement across each resolution step")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
