@@ -37,6 +37,17 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+@pytest.fixture
+def quiet_optuna():
+    """Optuna with its INFO lines off for one test, and its verbosity restored after: a test
+    that checks what Optuna logs must not depend on which tests ran before it."""
+    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield optuna
+    optuna.logging.set_verbosity(before)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("evores-cache")

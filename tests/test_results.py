@@ -169,9 +169,8 @@ def test_importing_results_loads_neither_torch_nor_mpi():
     assert proc.stdout.split() == ["False", "False"]
 
 
-def test_a_failed_evaluation_reaches_optuna_as_a_failed_trial():
-    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+def test_a_failed_evaluation_reaches_optuna_as_a_failed_trial(quiet_optuna):
+    optuna = quiet_optuna
     results = iter([FitnessResult.succeeded(0.4), FitnessResult.failed("loss became nan", "nan")])
     study = optuna.create_study(direction="maximize")
     study.optimize(lambda trial: next(results).objective, n_trials=2)

@@ -506,9 +506,8 @@ def test_narrow_keeps_elites_inside_current_bounds(
 # ----------------------------------------------------------------------------- Optuna
 
 
-def test_suggest_draws_valid_genomes_over_the_whole_default_space():
-    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def test_suggest_draws_valid_genomes_over_the_whole_default_space(quiet_optuna):
+    optuna = quiet_optuna
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space = SearchSpace()
     genomes = []
@@ -528,9 +527,8 @@ def test_suggest_draws_valid_genomes_over_the_whole_default_space():
         assert {k for k in trial.params if not k.endswith("_zero")} == set(flat) - zero
 
 
-def test_suggest_respects_a_narrowed_space():
-    optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def test_suggest_respects_a_narrowed_space(quiet_optuna):
+    optuna = quiet_optuna
     space = SearchSpace(conv_layers=Integer(2, 2), l2=LogFloat(1e-3, 1e-2))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(30):
