@@ -57,6 +57,9 @@ COST_SUFFIX = ".cost.json"  # beside the run directory, which evores wants empty
 # 6,900 CPU s: an hour on 2 free cores with --jobs 2. Four elites are carried (and retrained
 # at the end) and the default probe of 8 re-evaluated beside them, so each transition's
 # Spearman has up to n = 12 (less what failed); both count against the 32 px stage's 20.
+# Measured since (a later, busier session): the whole default study took 10,977 CPU s and 95
+# wall minutes with --jobs 2; a run averaged 264-293 CPU s on the ladder and 418-491 at full
+# resolution, so the per-run estimates above are low by about 40-80 % on a loaded machine.
 DEFAULTS = {
     "resolutions": [16, 32],
     "evaluations": 60,
