@@ -17,16 +17,16 @@ The public API, importable from here (loaded on first use, so ``import evores`` 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_run": "evores.analysis",
-    "load_model": "evores.winner",
-    "evaluate": "evores.fitness",
-    "train_and_test": "evores.fitness",
-    "FitnessResult": "evores.results",
-    "PreparedData": "evores.fitness",
-    "SearchSpace": "evores.space",
-    "open_cache": "evores.cache",
-    "LadderSearch": "evores.generational",
-    "SteadyStateSearch": "evores.steady",
+    "load_run": "evores.reporting.analysis",
+    "load_model": "evores.reporting.winner",
+    "evaluate": "evores.training.fitness",
+    "train_and_test": "evores.training.fitness",
+    "FitnessResult": "evores.core.results",
+    "PreparedData": "evores.training.fitness",
+    "SearchSpace": "evores.strategies.space",
+    "open_cache": "evores.data.cache",
+    "LadderSearch": "evores.strategies.generational",
+    "SteadyStateSearch": "evores.strategies.steady",
 }
 
 __all__ = ["__version__", "search", *_EXPORTS]
@@ -36,7 +36,7 @@ def __getattr__(name: str):
     import importlib
 
     if name == "search":
-        return importlib.import_module("evores.api").search
+        return importlib.import_module("evores.engine.session").search
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'evores' has no attribute {name!r}")

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing evores
     sys.path.insert(0, str(REPO))
 
-from evores.cache import open_cache  # noqa: E402
+from evores.data.cache import open_cache  # noqa: E402
 
 DEFAULT = REPO.parent / "shared" / "datasets" / "imagenette224"
 RESOLUTIONS = (32, 64, 128)

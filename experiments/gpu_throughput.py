@@ -6,17 +6,17 @@ resolution, every genome for ``--epochs`` epochs with a validation pass after ea
 * ``naive fp32``: the textbook loop, one evaluation at a time: torchvision ``ImageFolder`` +
   ``Resize`` + ``ToTensor`` + ``Normalize`` through a ``DataLoader`` (``--naive-workers``
   processes), batches copied to the GPU, ``loss.item()`` every step, fp32;
-* ``evores fp32 K=1`` / ``evores bf16 K=1``: :func:`evores.fitness.evaluate` on the resolution
+* ``evores fp32 K=1`` / ``evores bf16 K=1``: :func:`evores.training.fitness.evaluate` on the resolution
   cache held on the GPU, one rank; ``bf16 K=1 autotune`` the same with
   ``train.deterministic = false`` (cuDNN autotuning), for the cost of determinism;
 * ``evores bf16 K=k``: k processes on the one GPU, each a rank as evores runs it
-  (:func:`evores.device.configure_process` with ``evaluations_per_gpu=k``), splitting the
+  (:func:`evores.training.device.configure_process` with ``evaluations_per_gpu=k``), splitting the
   population; under CUDA MPS when the environment has it (``CUDA_MPS_PIPE_DIRECTORY``).
 
 Per cell it prints evaluations per GPU-hour (population / wall time of the population; data
 loading and one warm-up evaluation per process excluded), training images per second,
 achieved TFLOP/s (6 x forward MACs per training image + 2 x per validation image, from
-:func:`evores.model.conv_flops`) against the GPU's bf16 matrix peak measured here (8192^3
+:func:`evores.training.model.conv_flops`) against the GPU's bf16 matrix peak measured here (8192^3
 ``torch.matmul``), and the GPU busy share (``utilization.gpu`` sampled from NVML /
 nvidia-smi during the cell). Figures are printed (and with ``--out`` appended as JSON lines),
 never asserted. Without CUDA it says so and exits 0; ``--allow-cpu`` runs the same code on
@@ -46,10 +46,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
 
-from evores.device import configure_process  # noqa: E402
-from evores.fitness import PreparedData, evaluate, objective  # noqa: E402
-from evores.model import build_cnn, conv_flops  # noqa: E402
-from evores.space import SearchSpace, repair  # noqa: E402
+from evores.training.device import configure_process  # noqa: E402
+from evores.training.fitness import PreparedData, evaluate, objective  # noqa: E402
+from evores.training.model import build_cnn, conv_flops  # noqa: E402
+from evores.strategies.space import SearchSpace, repair  # noqa: E402
 
 DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "imagenette224"
 SEED = 0
@@ -127,7 +127,7 @@ def _rank(
 ) -> None:
     """One evaluating process: load the data onto the device, warm up, wait, evaluate its
     share of the population (every k-th genome from ``rank``), report its results."""
-    from evores.cache import read_cache
+    from evores.data.cache import read_cache
 
     device = torch.device(device_name)
     configure_process(device, deterministic=deterministic, evaluations_per_gpu=k)
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.dataset / "train").is_dir():
         print(f"gpu_throughput: no train/ folder in {args.dataset}", file=sys.stderr)
         return 2
-    from evores.cache import open_cache
+    from evores.data.cache import open_cache
 
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="evores-throughput-"))

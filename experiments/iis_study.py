@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prepare_cache(args: argparse.Namespace, resolutions: list[int]) -> None:
-    from evores.cache import open_cache
+    from evores.data.cache import open_cache
 
     open_cache(args.data, resolutions, cache_dir=Path(args.out).resolve() / "cache")
 

@@ -19,7 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evores.evaluators import MPIEvaluator, failed_result, mpi_world, serve  # noqa: E402
+from evores.core.results import failed_result  # noqa: E402
+from evores.execution.evaluators import MPIEvaluator, mpi_world, serve  # noqa: E402
 
 _CANNED = {**failed_result("", "none"), "status": "ok", "reason": None, "failure": None}
 

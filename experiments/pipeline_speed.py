@@ -3,8 +3,8 @@
 For each resolution, one fixed genome (3 conv 32/64/64 3x3, FC 128, batch 64, lr 0.01) trains
 for --epochs epochs on the same images twice, side by side:
 
-* cached: the train split of evores' HDF5 cache (evores.cache.open_cache), one uint8 tensor
-  per resolution (evores.fitness.PreparedData); a batch is an index gather + float conversion
+* cached: the train split of evores' HDF5 cache (evores.data.cache.open_cache), one uint8 tensor
+  per resolution (evores.training.fitness.PreparedData); a batch is an index gather + float conversion
   + normalisation;
 * naive:  torchvision ImageFolder + Resize + ToTensor + Normalize through a DataLoader
   (num_workers=0), decoding and resizing every JPEG every epoch.
@@ -12,7 +12,7 @@ for --epochs epochs on the same images twice, side by side:
 The data part of each batch (producing the normalised float batch) is timed apart from the
 compute part (forward, backward, step), so the table shows the share of an epoch spent on data.
 The last columns compare how the compute cost per image grows with resolution against the
-MAC ratio from evores.model.conv_flops. Figures are printed, never asserted.
+MAC ratio from evores.training.model.conv_flops. Figures are printed, never asserted.
 
     python experiments/pipeline_speed.py [DATASET] --resolutions 32 64 --epochs 2 [--limit N]
     python experiments/pipeline_speed.py --keep-heap   # glibc keeps its heap (NOTES.md)
@@ -34,14 +34,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
 
-from evores.fitness import (  # noqa: E402
+from evores.training.fitness import (  # noqa: E402
     PreparedData,
     init_model,
     keep_heap,
     make_optimizer,
     train_step,
 )
-from evores.model import conv_flops  # noqa: E402
+from evores.training.model import conv_flops  # noqa: E402
 
 GENOME = {
     "learning_rate": 0.01,
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per pipeline")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
-    parser.add_argument("--keep-heap", action="store_true", help="call evores.fitness.keep_heap()")
+    parser.add_argument("--keep-heap", action="store_true", help="call evores.training.fitness.keep_heap()")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "evores",
@@ -87,7 +87,7 @@ def subset(n: int, limit: int | None) -> np.ndarray:
 def load_cached(dataset: Path, resolutions: list[int], limit: int | None, cache_dir: Path):
     """The train split of evores' HDF5 cache of ``dataset`` at every resolution (built on the
     first call, reused after), as uint8 (N, 3, r, r) arrays, first ``limit`` images only."""
-    from evores.cache import open_cache
+    from evores.data.cache import open_cache
 
     start = time.perf_counter()
     cache = open_cache(dataset, resolutions, cache_dir=cache_dir)

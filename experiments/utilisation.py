@@ -5,7 +5,7 @@
 
 Both modes run the real search logic with a toy fitness: ``sync`` is LadderSearch.ask ->
 MPIEvaluator.map -> tell, one generation at a time; ``async`` is SteadyStateSearch through
-MPIEvaluator.steady. "ckpt" rows also write the search state with evores.checkpoint.write_json
+MPIEvaluator.steady. "ckpt" rows also write the search state with evores.store.checkpoint.write_json
 (atomic, fsync'd) where the driver would: after every generation (sync) or every result (async).
 
 ``sleep``: each evaluation sleeps a seeded random 20-200 ms (seed from the task's seed);
@@ -29,10 +29,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evores import config as configuration  # noqa: E402
-from evores.checkpoint import RunDirectory, write_json  # noqa: E402
-from evores.evaluators import MPIEvaluator, failed_result, mpi_world, serve  # noqa: E402
-from evores.generational import LadderSearch  # noqa: E402
-from evores.steady import SteadyStateSearch  # noqa: E402
+from evores.store.checkpoint import RunDirectory, write_json  # noqa: E402
+from evores.core.results import failed_result  # noqa: E402
+from evores.execution.evaluators import MPIEvaluator, mpi_world, serve  # noqa: E402
+from evores.strategies.generational import LadderSearch  # noqa: E402
+from evores.strategies.steady import SteadyStateSearch  # noqa: E402
 
 _CANNED = {**failed_result("", "none"), "status": "ok", "reason": None, "failure": None}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from evores.space import Categorical, Integer, LogFloat, SearchSpace
+from evores.strategies.genes import Categorical, Integer, LogFloat
+from evores.strategies.space import SearchSpace
 
 
 @st.composite

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from evores.atomic import atomic_path, current_umask, write_json, write_text
+from evores.core.atomic import atomic_path, current_umask, write_json, write_text
 
 
 @pytest.fixture

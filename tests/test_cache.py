@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evores import cache as cache_mod
-from evores.cache import CROPS, FILTERS, assign_splits, open_cache, read_cache
-from evores.errors import ConfigError, DataError
-from evores.sources import Item
+from evores.data import cache as cache_mod
+from evores.data.cache import open_cache, read_cache
+from evores.data.resample import CROPS, FILTERS
+from evores.data.splits import assign_splits
+from evores.core.errors import ConfigError, DataError
+from evores.data.sources import Item
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -194,7 +196,7 @@ def test_resolution_larger_than_every_image_is_refused(tmp_path):
 
 def test_some_upscaled_images_are_counted_and_logged(folder, tmp_path, caplog):
     _noise(3, size=(12, 12)).save(folder / "a" / "tiny.png")
-    with caplog.at_level(logging.WARNING, logger="evores.cache"):
+    with caplog.at_level(logging.WARNING, logger="evores.data.cache"):
         cache = _open(folder, tmp_path, resolutions=(16,))
     assert cache.report["n_upscaled"] == 1
     assert "upscaled" in caplog.text

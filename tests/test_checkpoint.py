@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from evores.checkpoint import (
+from evores.store.checkpoint import (
     CHECKPOINT,
     CONFIG,
     EVALUATIONS,
@@ -13,7 +13,7 @@ from evores.checkpoint import (
     SUMMARY,
     RunDirectory,
 )
-from evores.errors import CheckpointError
+from evores.core.errors import CheckpointError
 
 
 def test_whole_files_are_replaced_without_leaving_temporary_files(tmp_path):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from evores import config as configuration
-from evores.errors import ConfigError
+from evores.core.errors import ConfigError
 
 
 def test_defaults_resolve_to_the_embedded_ladder():
@@ -241,7 +241,7 @@ def test_walltime_that_is_not_a_positive_slurm_time(text):
 
 
 def test_the_readme_documents_every_space_key_with_its_default():
-    from evores.space import SearchSpace
+    from evores.strategies.space import SearchSpace
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]

@@ -1,4 +1,4 @@
-"""Tests for evores.driver, in process and in seconds: the driver loop over an injected serial
+"""Tests for evores.engine.driver, in process and in seconds: the driver loop over an injected serial
 evaluator whose results are derived from each task's seed (no training, no dataset).
 
 A run stopped or crashed part way and resumed must end exactly like an uninterrupted one, in
@@ -13,12 +13,13 @@ import logging
 import pytest
 
 from evores import config as configuration
-from evores.checkpoint import RunDirectory
-from evores.driver import Driver
-from evores.evaluators import SerialEvaluator
-from evores.report import PLOTS, PROVISIONAL_SUMMARY, median
-from evores.results import INTERRUPTED, OK, FitnessResult
-from evores.stopping import RunInterrupted, RunStopped, StopRequest
+from evores.core.results import INTERRUPTED, OK, FitnessResult
+from evores.engine.driver import Driver
+from evores.engine.session import load_config
+from evores.execution.evaluators import SerialEvaluator
+from evores.execution.stopping import RunInterrupted, RunStopped, StopRequest
+from evores.reporting.summary import PLOTS, PROVISIONAL_SUMMARY, median
+from evores.store.checkpoint import RunDirectory
 
 MODES = ["sync", "async"]
 N_EVALUATIONS = 12 + 8  # schedule.evaluations below
@@ -50,7 +51,7 @@ def make_config(mode: str, **sets) -> dict:
         f"search.asynchronous={'true' if mode == 'async' else 'false'}",
     ]  # fmt: skip
     overrides += [f"{k.replace('__', '.')}={v}" for k, v in sets.items()]
-    return configuration.load(overrides=overrides)
+    return load_config(overrides=overrides)
 
 
 def toy_work(task: dict) -> dict:
@@ -212,7 +213,7 @@ def test_a_run_in_which_every_evaluation_fails_ends_without_a_winner(tmp_path, m
         make_config(mode), tmp_path, lambda task: FitnessResult.failed("toy", "oom").to_dict()
     )
     assert summary["best_hparams"] is None and summary["test_accuracy"] is None
-    # The run ends with its first stage, which found nothing to carry up (evores.outcome).
+    # The run ends with its first stage, which found nothing to carry up (evores.reporting.outcome).
     assert summary["final_candidates"] == [] and summary["failures"] == {"oom": 12}
     assert summary["outcome"]["status"] == "failed" and summary["outcome"]["stage"] == 1
 

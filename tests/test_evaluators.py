@@ -1,4 +1,4 @@
-"""Tests for evores.evaluators: serial contract, failure handling, MPI launch detection and an
+"""Tests for evores.execution.evaluators: serial contract, failure handling, MPI launch detection and an
 ``mpiexec`` run at two world sizes (tests/mpi_evaluator_script.py)."""
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from evores import fitness, results
-from evores.evaluators import (
+from evores.training import fitness
+
+from evores.core import results
+from evores.execution.evaluators import (
     Evaluator,
     MPIEvaluator,
     SerialEvaluator,
     make_evaluator,
 )
-from evores.results import KIND_SEARCH, failed_result, make_task
+from evores.core.results import KIND_SEARCH, failed_result, make_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "mpi_evaluator_script.py"
@@ -95,7 +97,7 @@ def test_serial_map_of_nothing_is_empty():
 
 
 def test_raising_work_gives_failed_result_and_later_tasks_run(caplog):
-    with caplog.at_level(logging.ERROR, logger="evores.evaluators"):
+    with caplog.at_level(logging.ERROR, logger="evores.execution.evaluators"):
         results = SerialEvaluator(toy_work).map(make_tasks(4, fail=1))
     failed = results[1]
     assert failed["status"] == "failed" and failed["failure"] == "exception"
@@ -141,7 +143,7 @@ def test_failed_result_round_trips_through_fitness_result():
 
 
 def test_a_config_error_in_the_work_is_reported_and_later_tasks_run():
-    """An invalid genome makes evores.fitness raise ConfigError; the evaluator reports it as a
+    """An invalid genome makes evores.training.fitness raise ConfigError; the evaluator reports it as a
     failed result with its message, as for any exception, and keeps running tasks."""
 
     def work(task: dict) -> dict:
@@ -189,7 +191,7 @@ def test_make_evaluator_without_mpi_is_serial():
 
 
 def test_make_evaluator_on_size_one_warns_and_runs_serially(caplog):
-    with caplog.at_level(logging.WARNING, logger="evores.evaluators"):
+    with caplog.at_level(logging.WARNING, logger="evores.execution.evaluators"):
         evaluator = make_evaluator(toy_work, FakeComm(0, 1))
     assert isinstance(evaluator, SerialEvaluator)
     assert "running serially" in caplog.text
@@ -202,7 +204,7 @@ def test_make_evaluator_refuses_worker_ranks():
 
 def test_import_and_mpi_world_do_not_load_mpi4py():
     code = (
-        "import sys, evores.evaluators as e\n"
+        "import sys, evores.execution.evaluators as e\n"
         "assert 'mpi4py' not in sys.modules, 'import loaded mpi4py'\n"
         "assert e.mpi_world() is None\n"
         "assert 'mpi4py' not in sys.modules, 'mpi_world loaded mpi4py'\n"
@@ -214,8 +216,8 @@ def test_import_and_mpi_world_do_not_load_mpi4py():
 def test_mpi_world_without_an_mpi_library_raises_config_error():
     code = (
         "import sys; sys.modules['mpi4py'] = None  # as if mpi4py could not load\n"
-        "from evores.errors import ConfigError\n"
-        "from evores.evaluators import mpi_world\n"
+        "from evores.core.errors import ConfigError\n"
+        "from evores.execution.evaluators import mpi_world\n"
         "try:\n    mpi_world()\nexcept ConfigError as exc:\n    print(exc)\n"
     )
     proc = run_python(code, {**clean_env(), "PMI_SIZE": "3", "PMI_RANK": "0"})
@@ -229,8 +231,8 @@ def test_mpi_world_detects_a_foreign_launcher():
     """Open MPI's mpirun with the mpich wheel: every process sees a world of size 1."""
     pytest.importorskip("mpi4py")
     code = (
-        "from evores.errors import ConfigError\n"
-        "from evores.evaluators import mpi_world\n"
+        "from evores.core.errors import ConfigError\n"
+        "from evores.execution.evaluators import mpi_world\n"
         "try:\n    mpi_world()\nexcept ConfigError as exc:\n    print('ConfigError', exc)\n"
     )
     proc = run_python(code, {**clean_env(), "OMPI_COMM_WORLD_SIZE": "2"})

@@ -1,4 +1,4 @@
-"""Tests for evores.export: a finished and a stopped run as Optuna studies in sqlite."""
+"""Tests for evores.reporting.export: a finished and a stopped run as Optuna studies in sqlite."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT, TINY_RUN
 
 from evores import config as configuration
-from evores.space import SearchSpace
-from evores.trials import OutsideSpace, trial_params
+from evores.strategies.space import SearchSpace
+from evores.strategies.tpe import OutsideSpace, trial_params
 
 optuna = pytest.importorskip("optuna")
 

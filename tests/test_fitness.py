@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from evores import fitness
-from evores.errors import ConfigError, DataError
-from evores.fitness import (
+from evores.training import fitness
+from evores.core.errors import ConfigError, DataError
+from evores.training.fitness import (
     FitnessResult,
     PreparedData,
     evaluate,
@@ -359,7 +359,7 @@ def test_auto_device_follows_the_local_rank(monkeypatch, env, count, expected):
 
 def test_keep_heap_is_opt_in_and_works_in_a_fresh_process():
     code = (
-        "import torch, evores.fitness as f; n = torch.get_num_threads(); "
+        "import torch, evores.training.fitness as f; n = torch.get_num_threads(); "
         "print(f.keep_heap(), n == torch.get_num_threads())"
     )
     root = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from evores import config as configuration
-from evores.generational import LadderSearch
-from evores.space import SearchSpace
+from evores.strategies.generational import LadderSearch
+from evores.strategies.space import SearchSpace
 
 
 def toy_accuracy(hparams: dict, resolution: int) -> float:

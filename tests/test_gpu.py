@@ -1,4 +1,4 @@
-"""evores.device (device, precision, process settings, K ranks per GPU) and the GPU path.
+"""evores.training.device (device, precision, process settings, K ranks per GPU) and the GPU path.
 
 The CPU tests check what selects and wires the GPU path; the ``cuda``-marked tests train on a
 real GPU and skip, saying so, where CUDA is not available (experiments/device_check.sh runs
@@ -19,11 +19,11 @@ import torch
 from test_fitness import PX, SplitRecorder, genome, make_split, without_timing
 
 from evores import config as configuration
-from evores import device as devices
-from evores.errors import ConfigError
-from evores.fitness import PreparedData, evaluate, train_and_test
-from evores.results import KIND_FINAL, KIND_SEARCH, make_task
-from evores.worker import make_work
+from evores.training import device as devices
+from evores.core.errors import ConfigError
+from evores.training.fitness import PreparedData, evaluate, train_and_test
+from evores.core.results import KIND_FINAL, KIND_SEARCH, make_task
+from evores.execution.worker import make_work
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -52,7 +52,7 @@ def python(code: str, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess
 
 def test_importing_evores_sets_no_cuda_flag():
     code = (
-        "import os, torch, evores, evores.device, evores.fitness, evores.worker, evores.run; "
+        "import os, torch, evores, evores.training.device, evores.training.fitness, evores.execution.worker, evores.engine.cli; "
         "print(torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(), "
         "'CUBLAS_WORKSPACE_CONFIG' in os.environ)"
     )
@@ -252,7 +252,7 @@ def test_peak_memory_is_measured_per_evaluation(gpu_data):
 @needs_cuda
 def test_a_nan_on_the_gpu_is_the_same_failure(gpu_data):
     space = {"learning_rate": [1e-4, 100.0]}
-    from evores.space import SearchSpace
+    from evores.strategies.space import SearchSpace
 
     wide = SearchSpace.from_dict({**SearchSpace().to_dict(), **space})
     result = evaluate(genome(learning_rate=90.0), PX, gpu_data, seed=0, max_epochs=5, space=wide)
@@ -277,8 +277,8 @@ def test_a_rank_that_outgrows_its_share_fails_with_out_of_memory():
     code = """
 import torch
 from test_fitness import genome, make_split
-from evores import device
-from evores.fitness import PreparedData, evaluate
+from evores.training import device
+from evores.training.fitness import PreparedData, evaluate
 gpu = torch.device("cuda", 0)
 share = 256 * 2**20  # a 256 MiB share of the GPU: K ranks of 0.9 / K each
 k = int(0.9 * torch.cuda.get_device_properties(gpu).total_memory / share)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evores.cache import open_cache
-from evores.errors import DataError
-from evores.sources import ScanReport, open_source
+from evores.data.cache import open_cache
+from evores.core.errors import DataError
+from evores.data.sources import ScanReport, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_a_fifo_named_like_an_image_is_skipped_not_read_forever(tmp_path):
     folder = image_folder(tmp_path / "data")
     os.mkfifo(folder / "a" / "pipe.png")
     script = (
-        "import json, sys; from evores.cache import open_cache; "
+        "import json, sys; from evores.data.cache import open_cache; "
         "c = open_cache(sys.argv[1], [8], cache_dir=sys.argv[2]); print(json.dumps(c.report))"
     )
     command = [sys.executable, "-c", script, str(folder), str(tmp_path / "cache")]

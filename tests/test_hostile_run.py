@@ -4,7 +4,7 @@ be imported, overruns its time budget, or returns something that is not an accur
 
 Each ends in one of three ways, never in a traceback, a hang or a silent exit: a one-line
 refusal (exit 2) before anything is written, a failed evaluation, or a run that ends cleanly
-with a summary saying that nothing succeeded (exit :data:`evores.outcome.EXIT_NO_RESULT`).
+with a summary saying that nothing succeeded (exit :data:`evores.reporting.outcome.EXIT_NO_RESULT`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from strategies import spaces
 from test_run import assert_refused
 
 from evores import config as configuration
-from evores.cache import open_cache
-from evores.checkpoint import RunDirectory
-from evores.driver import Driver
-from evores.errors import ConfigError
-from evores.evaluators import SerialEvaluator
-from evores.model import conv_flops
-from evores.outcome import EXIT_NO_RESULT
-from evores.results import (
+from evores.data.cache import open_cache
+from evores.store.checkpoint import RunDirectory
+from evores.engine.driver import Driver
+from evores.core.errors import ConfigError
+from evores.execution.evaluators import SerialEvaluator
+from evores.training.model import conv_flops
+from evores.reporting.outcome import EXIT_NO_RESULT
+from evores.core.results import (
     FAILED,
     FAILURE_BUDGET,
     FAILURE_EXCEPTION,
@@ -42,10 +42,11 @@ from evores.results import (
     FitnessResult,
     make_task,
 )
-from evores.slurm import EXIT_CHECKPOINTED
-from evores.space import Categorical, SearchSpace, check_buildable, repair
-from evores.stopping import StopRequest
-from evores.worker import make_work, result_from_user
+from evores.hpc.environment import EXIT_CHECKPOINTED
+from evores.strategies.genes import Categorical
+from evores.strategies.space import SearchSpace, check_buildable, repair
+from evores.execution.stopping import StopRequest
+from evores.execution.worker import make_work, result_from_user
 
 # A user's fitness module, written where the runs under test can import it.
 HOSTILE = """
@@ -300,7 +301,7 @@ def search_task(seed: int = 3) -> dict:
 
 @pytest.fixture
 def stop_handlers():
-    """SIGINT handled as a run handles it (a flag, see evores.stopping), then restored."""
+    """SIGINT handled as a run handles it (a flag, see evores.execution.stopping), then restored."""
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM,
                                                                  signal.SIGUSR1)}  # fmt: skip
     StopRequest().install()

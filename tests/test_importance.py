@@ -1,4 +1,4 @@
-"""evores.importance: fANOVA importance of the genes per stage, from a run's log."""
+"""evores.reporting.importance: fANOVA importance of the genes per stage, from a run's log."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytest.importorskip("sklearn", reason="scikit-learn is a dependency (Optuna's fA
 
 import evores  # noqa: E402
 from evores import config as configuration  # noqa: E402
-from evores.importance import (  # noqa: E402
+from evores.reporting.importance import (  # noqa: E402
     GENES,
     IMPORTANCE,
     IMPORTANCE_PLOT,
@@ -22,7 +22,7 @@ from evores.importance import (  # noqa: E402
     run_importance,
     write_importance,
 )
-from evores.space import SearchSpace  # noqa: E402
+from evores.strategies.space import SearchSpace  # noqa: E402
 
 CONFIG = configuration.load(None, ["schedule.resolutions=[8, 16]", "schedule.evaluations=[40, 12]"])
 SPACE = SearchSpace.from_dict(CONFIG["space"])

@@ -12,12 +12,13 @@ from test_generational import toy_result as generational_result
 from test_steady import run_serial, simulate
 
 from evores import config as configuration
-from evores.checkpoint import RunDirectory
-from evores.errors import ConfigError
-from evores.generational import LadderSearch
-from evores.results import make_record
-from evores.steady import SteadyStateSearch
-from evores.stopping import RunStopped, StopRequest
+from evores.core.errors import ConfigError
+from evores.core.results import make_record
+from evores.engine.session import load_config
+from evores.execution.stopping import RunStopped, StopRequest
+from evores.store.checkpoint import RunDirectory
+from evores.strategies.generational import LadderSearch
+from evores.strategies.steady import SteadyStateSearch
 
 SMALL = ["schedule.resolutions=[16, 32, 64]", "schedule.evaluations=[24, 14, 7]",
          "search.population=8", "schedule.elites=3"]  # fmt: skip
@@ -29,7 +30,7 @@ def genome(lr: float = 0.01, filters=(16, 32), units=(32,)) -> dict:
 
 
 def load(initial, *sets: str) -> dict:
-    return configuration.load(overrides=[*SMALL, *sets], values={"search": {"initial": initial}})
+    return load_config(overrides=[*SMALL, *sets], values={"search": {"initial": initial}})
 
 
 def reloaded(config: dict) -> dict:
@@ -179,8 +180,8 @@ def test_a_stopped_warm_run_resumes_to_the_uninterrupted_result_whatever_the_ear
 def test_a_resume_given_its_config_again_keeps_the_genomes_it_started_from(tmp_path):
     """A requeued batch job passes --config with --resume: the run directory named in it is
     not read again (it may have changed since), but other keys are still compared."""
-    from evores.api import Request, _resumed_config
-    from evores.errors import CheckpointError
+    from evores.core.errors import CheckpointError
+    from evores.engine.session import Request, _resumed_config
 
     earlier_run(tmp_path / "earlier")
     toml = tmp_path / "warm.toml"
@@ -188,12 +189,12 @@ def test_a_resume_given_its_config_again_keeps_the_genomes_it_started_from(tmp_p
         "[schedule]\nresolutions = [16, 32, 64]\nevaluations = [24, 14, 7]\nelites = 3\n"
         f"[search]\npopulation = 8\ninitial = {json.dumps(str(tmp_path / 'earlier'))}\n"
     )
-    config = configuration.load(toml)
+    config = load_config(toml)
     run_dir = RunDirectory(tmp_path / "run")
     run_dir.create(configuration.to_toml(config))
     shutil.rmtree(tmp_path / "earlier")
     earlier_run(tmp_path / "earlier", seed=1)  # the earlier directory now holds another run
-    assert configuration.load(toml)["search"]["initial"] != config["search"]["initial"]
+    assert load_config(toml)["search"]["initial"] != config["search"]["initial"]
     again = Request(config=toml, resume=True, out=run_dir.path)
     assert _resumed_config(again, run_dir) == config
     edited = Request(config=toml, values={"seed": 5}, resume=True, out=run_dir.path)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from evores.errors import ConfigError
-from evores.model import build_cnn, conv_flops, count_parameters, feature_size
+from evores.core.errors import ConfigError
+from evores.training.model import build_cnn, conv_flops, count_parameters, feature_size
 
 
 def genome(filters=(8, 16), kernels=(3, 5), units=(32,)):

@@ -1,4 +1,4 @@
-"""Tests for evores.operators: crossover, mutate, tournament."""
+"""Tests for evores.strategies.operators: crossover, mutate, tournament."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import seeds, spaces
 
-from evores.errors import ConfigError
-from evores.operators import crossover, mutate, tournament
-from evores.space import Categorical, Integer, LogFloat, SearchSpace
+from evores.core.errors import ConfigError
+from evores.strategies.operators import crossover, mutate, tournament
+from evores.strategies.genes import Categorical, Integer, LogFloat
+from evores.strategies.space import SearchSpace
 
 
 def genome(**changes) -> dict:

@@ -1,4 +1,4 @@
-"""Tests for evores.plan: the estimate's arithmetic, the walltime to ask for, and the command
+"""Tests for evores.engine.plan: the estimate's arithmetic, the walltime to ask for, and the command
 run on the embedded data."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 
 from evores import config as configuration
-from evores.plan import ResolutionCost, estimate, rounds, walltime_request
+from evores.engine.plan import ResolutionCost, estimate, rounds, walltime_request
 
 CHEAP = ["schedule.resolutions=[8, 16]", "schedule.evaluations=[8, 4]", "search.population=4",
          "search.elitism=1", "schedule.elites=2", "train.max_epochs=4", "train.patience=1",
@@ -77,7 +77,7 @@ def test_the_planner_measures_every_resolution_and_prints_the_walltime(cache_dir
 def test_the_planner_refuses_in_one_line(cache_dir):
     result = run_plan(cache_dir, "--cpus", "0")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "evores.plan: error: --cpus must be >= 1, got 0"
+        "evores.engine.plan: error: --cpus must be >= 1, got 0"
     )
     import torch
 

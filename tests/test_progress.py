@@ -1,11 +1,11 @@
-"""Tests for evores.progress: the progress lines, the measured-cost ETA, the failure count."""
+"""Tests for evores.reporting.progress: the progress lines, the measured-cost ETA, the failure count."""
 
 from __future__ import annotations
 
 import pytest
 
-from evores.ladder import FINAL, SEARCH, Progress
-from evores.progress import RunCosts, generation_line, transition_line
+from evores.strategies.ladder import FINAL, SEARCH, Progress
+from evores.reporting.progress import RunCosts, generation_line, transition_line
 
 
 def view(**fields) -> Progress:

@@ -1,4 +1,4 @@
-"""Tests for evores.report: the progress line's text, completed records, the plots (written
+"""Tests for evores.reporting.summary: the progress line's text, completed records, the plots (written
 atomically, readable at a glance) and the provisional summary."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import evores
-from evores import report
-from evores.report import (
+from evores.reporting import summary as report
+from evores.reporting.summary import (
     _elites_label,
     completed,
     format_progress,
@@ -195,7 +195,7 @@ def test_plot_elites_rejects_mismatched_lengths(tmp_path):
 def test_plotting_leaves_no_pyplot_state_and_import_is_light(tmp_path):
     code = (
         "import sys\n"
-        "import evores.report as r\n"
+        "import evores.reporting.summary as r\n"
         "assert 'matplotlib' not in sys.modules, 'import loaded matplotlib'\n"
         f"r.plot_elites([], {str(tmp_path / 'x.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was used'\n"
@@ -343,7 +343,7 @@ def test_recomputing_a_stopped_run_refreshes_its_provisional_summary(
 ):
     import fitness_plugins
 
-    from evores.stopping import RunStopped
+    from evores.execution.stopping import RunStopped
 
     monkeypatch.setenv("EVORES_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("EVORES_TEST_STOP_AT", "14")  # in stage 2, mid-generation

@@ -13,12 +13,12 @@ from PIL import Image
 from safetensors import safe_open
 
 from evores import config as configuration
-from evores.api import open_dataset
-from evores.errors import ConfigError
-from evores.fitness import PreparedData, evaluate, train_and_test
-from evores.model import build_cnn, count_parameters
-from evores.resizer import LearnedResizer, ResizedClassifier, ResizerSpec, resizer_spec
-from evores.winner import DESCRIPTION, WEIGHTS, load_model
+from evores.engine.session import open_dataset
+from evores.core.errors import ConfigError
+from evores.training.fitness import PreparedData, evaluate, train_and_test
+from evores.training.model import build_cnn, count_parameters
+from evores.training.resizer import LearnedResizer, ResizedClassifier, ResizerSpec, resizer_spec
+from evores.reporting.winner import DESCRIPTION, WEIGHTS, load_model
 
 LEARNED = [*TINY_RUN, "data.resizer=learned"]
 GENOME = {
@@ -122,7 +122,7 @@ def test_the_final_retraining_saves_the_resizer_with_the_classifier(learned_cach
                             weights_to=tmp_path / "w.safetensors")  # fmt: skip
     from safetensors.torch import load_file
 
-    from evores.winner import read_metadata
+    from evores.reporting.winner import read_metadata
 
     metadata = read_metadata(tmp_path / "w.safetensors")
     assert metadata["resizer"] == {"width": 4, "blocks": 1, "source": 0}
@@ -149,7 +149,7 @@ def learned_run(tmp_path_factory, cache_dir):
 
 
 def test_load_model_feeds_the_resizer_its_source_resolution(learned_run):
-    from evores.sources import Item, open_source
+    from evores.data.sources import Item, open_source
 
     model, predict = load_model(learned_run)
     winner = json.loads((learned_run / DESCRIPTION).read_text())

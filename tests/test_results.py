@@ -1,4 +1,4 @@
-"""evores.results: the one-line reason, building results, and tasks and log records that stay
+"""evores.core.results: the one-line reason, building results, and tasks and log records that stay
 byte-compatible with the run directories earlier versions wrote."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evores.results import (
+from evores.core.results import (
     FAILED,
     FAILURE_BUDGET,
     FAILURE_OOM,
@@ -33,7 +33,7 @@ GENOME = {"learning_rate": 0.1, "conv_filters": [8], "conv_kernels": [3], "fc_un
 
 
 def log_line(record: dict) -> str:
-    """A record as evores.checkpoint.RunDirectory.append_record writes it."""
+    """A record as evores.store.checkpoint.RunDirectory.append_record writes it."""
     return json.dumps(record, allow_nan=False, separators=(",", ":"))
 
 
@@ -163,7 +163,7 @@ def test_a_final_record_takes_epochs_and_accuracy_from_the_result_not_the_task()
 
 
 def test_importing_results_loads_neither_torch_nor_mpi():
-    code = "import sys, evores.results; print('torch' in sys.modules, 'mpi4py' in sys.modules)"
+    code = "import sys, evores.core.results; print('torch' in sys.modules, 'mpi4py' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]

@@ -1,4 +1,4 @@
-"""evores.slurm (job environment, GPU binding) and evores.sbatch (the batch scripts, rendered and
+"""evores.hpc.environment (job environment, GPU binding) and evores.hpc.sbatch (the batch scripts, rendered and
 stored); the batch scripts on real SLURM.
 
 The `slurm`-marked tests bring up a single-node cluster (tests/slurm_cluster.py) and skip when
@@ -21,8 +21,9 @@ import pytest
 from conftest import assert_same_result
 
 from evores import config as configuration
-from evores import sbatch, slurm
-from evores.errors import ConfigError
+from evores.hpc import sbatch
+from evores.hpc import environment as slurm
+from evores.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ROOT / "tests" / "data" / "expected.sbatch"
@@ -291,7 +292,7 @@ def test_script_files_share_the_body(mode):
     marker = sbatch.script_body(mode).splitlines()[0]
     assert marker in text, f"slurm/{SCRIPTS[mode]} lost the body marker line"
     assert text[text.index(marker) :] == sbatch.script_body(mode), (
-        f"slurm/{SCRIPTS[mode]} differs from evores.sbatch.script_body({mode!r}): copy it over"
+        f"slurm/{SCRIPTS[mode]} differs from evores.hpc.sbatch.script_body({mode!r}): copy it over"
     )
 
 
@@ -335,7 +336,7 @@ def test_cli_bad_config_is_exit_2_one_line(tmp_path, text, words):
 
 
 def test_cli_prints_the_stored_script_for_its_config(tmp_path):
-    """`python -m evores.slurm`, now rendered by evores.sbatch, writes what it always wrote."""
+    """`python -m evores.slurm`, now rendered by evores.hpc.sbatch, writes what it always wrote."""
     config = tmp_path / "my run.toml"
     lines = ["[slurm]"] + [
         f"{key} = {configuration.to_toml_value(value)}"
@@ -363,9 +364,9 @@ def imported_modules(statement: str) -> set[str]:
 
 
 def test_slurm_config_and_sbatch_import_without_a_cycle():
-    assert imported_modules("import evores.slurm") == {"evores", "evores.errors", "evores.slurm"}
-    assert not {"evores.slurm", "evores.sbatch"} & imported_modules("import evores.config")
-    assert "evores.slurm" not in imported_modules("import evores.sbatch")
+    assert imported_modules("import evores.hpc.environment") == {"evores", "evores.core.errors", "evores.hpc.environment"}
+    assert not {"evores.hpc.environment", "evores.sbatch"} & imported_modules("import evores.config")
+    assert "evores.hpc.environment" not in imported_modules("import evores.hpc.sbatch")
 
 
 @pytest.mark.parametrize(
@@ -421,7 +422,7 @@ RANK_PROBE = """\
 exec {python} -c '
 import os
 from mpi4py import MPI
-from evores.slurm import local_gpu_index
+from evores.hpc.environment import local_gpu_index
 comm = MPI.COMM_WORLD
 print("rank", comm.Get_rank(), "size", comm.Get_size(), "gpu", local_gpu_index(), flush=True)
 '

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evores import synthetic
-from evores.errors import DataError
-from evores.sources import (
+from evores.core.errors import DataError
+from evores.data import synthetic
+from evores.data.images import to_rgb
+from evores.data.sources import (
     EmbeddedSource,
     FolderSource,
     HDF5Source,
     ScanReport,
     open_source,
-    to_rgb,
 )
 
 

@@ -1,4 +1,4 @@
-"""Tests for evores.space: gene types, SearchSpace, the genome round trips, repair, narrow."""
+"""Tests for evores.strategies.space: gene types, SearchSpace, the genome round trips, repair, narrow."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import seeds, spaces
 
-from evores.errors import ConfigError
-from evores.space import (
-    DEPRECATED_NAMES,
-    ZERO_PROBABILITY,
-    Categorical,
-    Integer,
-    LogFloat,
-    SearchSpace,
-    max_conv_layers,
-    repair,
-)
+from evores.core.errors import ConfigError
+from evores.strategies.genes import ZERO_PROBABILITY, Categorical, Integer, LogFloat
+from evores.strategies.space import DEPRECATED_NAMES, SearchSpace, max_conv_layers, repair
 
 ISSUE_DICT = {
     "learning_rate": [1e-4, 1.0],

@@ -1,12 +1,12 @@
-"""Tests for evores.stats: the median and Spearman's rank correlation."""
+"""Tests for evores.core.stats: the median and Spearman's rank correlation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from evores.seeding import derive_rng
-from evores.stats import bootstrap_interval, kendall, median, spearman
+from evores.core.seeding import derive_rng
+from evores.core.stats import bootstrap_interval, kendall, median, spearman
 
 
 def test_median_is_the_true_median():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evores import synthetic
+from evores.data import synthetic
 
 
 def _bytes(n_per_class: int, seed: int) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""Tests for ``search.strategy = "tpe"`` (Optuna's TPE under the ladder, evores.trials): in
+"""Tests for ``search.strategy = "tpe"`` (Optuna's TPE under the ladder, evores.strategies.tpe): in
 LadderSearch and SteadyStateSearch, and one run through the CLI with a user fitness function."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from evores import config as configuration
-from evores.generational import LadderSearch
-from evores.space import SearchSpace
-from evores.steady import SteadyStateSearch
+from evores.strategies.generational import LadderSearch
+from evores.strategies.space import SearchSpace
+from evores.strategies.steady import SteadyStateSearch
 
 optuna = pytest.importorskip("optuna")
 
@@ -131,7 +131,7 @@ def test_asynchronous_tpe_is_deterministic_resumable_and_in_the_space():
 
 
 def test_a_checkpoint_whose_tpe_trials_are_missing_or_malformed_is_refused():
-    from evores.resume import state_problems
+    from evores.store.resume import state_problems
 
     config = make_config()
     search = LadderSearch(config)

@@ -1,4 +1,4 @@
-"""Tests for evores.trials, the bridge between genomes and Optuna trials."""
+"""Tests for evores.strategies.tpe, the bridge between genomes and Optuna trials."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from evores.space import SearchSpace
-from evores.trials import OutsideSpace, frozen_trial, study, tpe_genomes, trial_params
+from evores.strategies.space import SearchSpace
+from evores.strategies.tpe import OutsideSpace, frozen_trial, study, tpe_genomes, trial_params
 
 optuna = pytest.importorskip("optuna")
 

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from evores import config as configuration
-from evores.api import open_dataset
-from evores.errors import CheckpointError
-from evores.sources import Item, open_source
-from evores.winner import DESCRIPTION, WEIGHTS, candidate_path, keep_winner, load_model
+from evores.engine.session import open_dataset
+from evores.core.errors import CheckpointError
+from evores.data.sources import Item, open_source
+from evores.reporting.winner import DESCRIPTION, WEIGHTS, candidate_path, keep_winner, load_model
 
 
 def test_only_the_winner_is_kept_with_what_using_it_needs(tiny_run):

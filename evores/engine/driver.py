@@ -1,0 +1,253 @@
+"""The driver loop of a run: ask -> evaluate -> log -> tell -> checkpoint.
+
+A generation's tasks are looked up in the evaluation log first: a task whose record is there
+(same key, genome, resolution and seed) was finished before a crash or a requeue and is not
+evaluated again. Because every task is a pure function of its seed, the reused result is the
+one a fresh evaluation would give, and a resumed run ends exactly like an uninterrupted one.
+The progress lines come from ``evores.reporting.progress``, the summary and the plots from
+``evores.reporting.summary``; the driver reads the search only through its progress view.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from evores.core.atomic import write_json
+from evores.core.results import INTERRUPTED, LogRecord, Task, make_record
+from evores.execution.evaluators import Evaluator
+from evores.execution.stopping import RunStopped, StopRequest
+from evores.reporting import importance, progress, tensorboard
+from evores.reporting import summary as report
+from evores.reporting.winner import keep_winner
+from evores.store import resume, rundir
+from evores.store.checkpoint import RunDirectory
+from evores.strategies.generational import LadderSearch
+from evores.strategies.ladder import FINAL, SEARCH
+from evores.strategies.steady import SteadyStateSearch
+
+log = logging.getLogger("evores")
+
+# In asynchronous mode the checkpoint is written at most this often (and at stage changes).
+CHECKPOINT_SECONDS = 1.0
+
+Search = LadderSearch | SteadyStateSearch
+Logged = dict[tuple, LogRecord]  # the evaluation log's latest record of each task key
+
+
+def _reusable(task: Task, record: dict[str, Any] | None) -> bool:
+    return (
+        record is not None
+        and record.get("status") != INTERRUPTED
+        and all(
+            record.get(field) == task[field] for field in ("kind", "hparams", "resolution", "seed")
+        )
+    )
+
+
+class Driver:
+    """Runs one search to the end, from scratch or from the run directory's checkpoint."""
+
+    def __init__(
+        self, config: dict[str, Any], run_dir: RunDirectory, cache: Any, evaluator: Evaluator,
+        stop: StopRequest | None = None,
+    ):  # fmt: skip
+        self.config = config
+        self.run_dir = run_dir
+        self.cache = cache  # the dataset cache: its class names and report go in the summary
+        self.evaluator = evaluator
+        self.stop = stop
+        self.population = config["search"]["population"]
+        self.last_checkpoint = time.monotonic()
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+        self.config_record = resume.fingerprinted(config)  # stored in every checkpoint
+
+    def elapsed(self) -> float:
+        """Seconds of run time, summed over every process that worked on this run."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def run(self) -> dict[str, Any]:
+        """Run the search to its end; the summary, also written with the plots."""
+        checkpoint, records = resume.read_back(self.run_dir, self.config)
+        state = checkpoint["search"] if checkpoint else None
+        asynchronous = self.config["search"]["asynchronous"]
+        search = (SteadyStateSearch if asynchronous else LadderSearch)(self.config, state)
+        logged = {tuple(record["key"]): record for record in records}
+        self.cache = rundir.keep_data_report(self.run_dir, self.cache)
+        finished = report.completed(records)
+        self.costs = progress.RunCosts(self.config["schedule"]["elites"], finished)
+        self.scalars = tensorboard.open_scalars(self.config, self.run_dir.path, finished)
+        if checkpoint:
+            self.elapsed_before = checkpoint["elapsed"]
+            log.info("%s", progress.resume_line(search.progress(), len(logged)))
+        if asynchronous:
+            self._run_steady(search, logged)
+        else:
+            self._run_generations(search, logged)
+        return self._report(search)
+
+    def _report(
+        self, search: Search, provisional: bool = False, with_importance: bool = True
+    ) -> dict[str, Any]:
+        """The summary and the plots: at the end, and provisional ones at every stage change
+        and when a run stops. The genes' importance (seconds for a large stage) at the end and
+        when the run stops, not at every stage change."""
+        records = resume.read_log(self.run_dir)
+        view = search.progress()
+        summary = report.summary(
+            self.config, view, search.winner(), records, self.cache, self.elapsed(), provisional
+        )
+        # summary.json itself means "finished" (the batch scripts requeue until it exists).
+        provisional_path = self.run_dir.file(report.PROVISIONAL_SUMMARY)
+        if provisional:
+            write_json(provisional_path, summary)
+        else:
+            # The winner's files before summary.json, which says the run is finished.
+            keep_winner(self.run_dir.path, self.config, self.cache,
+                               search.state.get("final", []), search.winner())  # fmt: skip
+            self.run_dir.write_summary(summary)
+            provisional_path.unlink(missing_ok=True)
+        report.plot_run(self.run_dir.path, records, view.transitions)
+        if with_importance:
+            importance.write_importance(self.run_dir.path, self.config, records)
+        if self.scalars and provisional:
+            self.scalars.flush()
+        elif self.scalars:
+            self.scalars.close()
+        return summary
+
+    def _report_so_far(self, search: Search, with_importance: bool = False) -> None:
+        """Provisional plots and summary; a failure to draw them never stops the run."""
+        try:
+            self._report(search, provisional=True, with_importance=with_importance)
+        except Exception as error:  # noqa: BLE001 - reporting is not the run
+            log.warning("could not write the provisional summary and plots: %s", error)
+
+    def _checkpoint(self, search: Search) -> None:
+        state = {"search": search.state, "elapsed": self.elapsed(), "logged": self.run_dir.n_logged}
+        self.run_dir.save_checkpoint({**state, **self.config_record})
+        self.last_checkpoint = time.monotonic()
+
+    def _log(self, task: Task, result: dict[str, Any], logged: Logged) -> None:
+        record = make_record(task, result, self.elapsed())
+        self.run_dir.append_record(record)
+        logged[tuple(task["key"])] = record
+        self.costs.add(record)
+        if self.scalars:
+            self.scalars.add(record)
+
+    # -- synchronous mode --------------------------------------------------------------------
+
+    def _run_generations(self, search: LadderSearch, logged: Logged) -> None:
+        """A generation at a time, checkpointed after each."""
+        while not search.done:
+            if self.stop:
+                self._stopped(search, [])
+            tasks = search.ask()
+            results = self._evaluate(tasks, logged)
+            if any(result is None for result in results):
+                self._stopped(search, self.evaluator.abandoned)
+            view = search.progress()
+            line = progress.generation_line(view, tasks, results, self.elapsed(), self.costs)
+            log.info("%s", line)
+            search.tell(tasks, results, self.elapsed())
+            self._log_transition(search, len(view.transitions))
+            self._checkpoint(search)
+            if (search.stage, search.phase) != (view.stage, view.phase) and not search.done:
+                self._report_so_far(search)
+
+    def _evaluate(self, tasks: list[Task], logged: Logged) -> list[dict | None]:
+        results: list[dict | None] = [logged.get(tuple(t["key"])) for t in tasks]
+        todo = [i for i, task in enumerate(tasks) if not _reusable(task, results[i])]
+        if len(todo) < len(tasks):
+            log.info("reusing %d evaluations finished before the restart", len(tasks) - len(todo))
+        fresh = self.evaluator.map(
+            [tasks[i] for i in todo],
+            on_result=lambda task, result: self._log(task, result, logged),
+            stop=self.stop,
+        )
+        for i, result in zip(todo, fresh, strict=True):
+            results[i] = result
+        return results
+
+    # -- asynchronous mode -------------------------------------------------------------------
+
+    def _run_steady(self, search: SteadyStateSearch, logged: Logged) -> None:
+        """One task per free worker, one result at a time."""
+        told = {"count": 0}
+
+        def next_task() -> Task | None:
+            while True:
+                task = search.ask_one()
+                if task is None or not _reusable(task, logged.get(tuple(task["key"]))):
+                    return task
+                on_told(task, logged[tuple(task["key"])])  # finished before the restart
+
+        def on_result(task: Task, result: dict) -> None:
+            self._log(task, result, logged)
+            on_told(task, result)
+
+        def on_told(task: Task, result: dict) -> None:
+            phase, stage = search.phase, search.stage
+            n_transitions = len(search.state["transitions"])
+            search.tell_one(task, result, self.elapsed())
+            self._log_transition(search, n_transitions)
+            told["count"] += 1
+            changed = search.phase != phase or search.stage != stage
+            # Every result is in the log at once; the checkpoint, which a resumed run breeds
+            # from, at most every CHECKPOINT_SECONDS and at every stage change. A crash in
+            # between costs re-breeding a few tasks, and with the serial evaluator not even
+            # that: it breeds the same ones again and finds their results in the log.
+            if changed or time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
+                self._checkpoint(search)
+            if changed and not search.done:
+                self._report_so_far(search)
+            if phase == SEARCH and (changed or told["count"] % self.population == 0):
+                self._log_steady_progress(search, stage_closed=changed)
+            if phase == FINAL and search.done:
+                log.info("%s", progress.final_line(search.progress()))
+
+        abandoned = self.evaluator.steady(
+            next_task, on_result, finished=lambda: search.done, stop=self.stop
+        )
+        if self.stop:
+            self._stopped(search, abandoned)
+        self._checkpoint(search)
+
+    def _log_transition(self, search: Search, before: int) -> None:
+        """The fidelity line of a stage change whose re-evaluations just came in."""
+        transitions = search.progress().transitions
+        if len(transitions) > before:
+            log.info("%s", progress.transition_line(transitions[-1]))
+
+    def _log_steady_progress(self, search: SteadyStateSearch, stage_closed: bool) -> None:
+        """A line per population's worth of results and per stage."""
+        view = search.progress()
+        if stage_closed:
+            log.info("%s", progress.stage_closed_line(view))
+            return
+        line = progress.progress_line(
+            view, list(view.stage_scores), view.n_evaluations, self.elapsed(), self.costs
+        )
+        log.info("%s", line)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _stopped(self, search: Search, abandoned: list[Task]) -> None:
+        """Record the evaluations a stop left unfinished, checkpoint, and end the run here."""
+        reason = self.stop.reason
+        for task in abandoned:
+            self.run_dir.append_record(
+                make_record(task, {"status": INTERRUPTED, "reason": reason}, self.elapsed())
+            )
+        self._checkpoint(search)
+        self._report_so_far(search, with_importance=True)
+        view = search.progress()
+        log.warning(
+            "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "
+            "checkpoint written; continue with --resume",
+            reason, view.stage + 1, view.n_evaluations, len(abandoned),
+        )  # fmt: skip
+        raise RunStopped(reason, len(abandoned))

@@ -1,0 +1,92 @@
+"""What a finished run amounts to: a winner, or why there is none and what to check.
+
+A run ends without a result when every evaluation of a stage failed (the search stops there:
+the next stage would breed from genomes that all scored the penalty) or when every final
+retraining failed. It still ends cleanly: the summary's ``outcome`` says which, with the
+failures by type and the first reason, the last line says what to check, and the exit code
+is :data:`EXIT_NO_RESULT`, apart from a usage error (2) and a checkpointed stop (75).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evores.core.results import (
+    FAILED,
+    FAILURE_BUDGET,
+    FAILURE_EXCEPTION,
+    FAILURE_NAN,
+    FAILURE_OOM,
+    KIND_FINAL,
+    KIND_SEARCH,
+    OK,
+)
+
+if TYPE_CHECKING:
+    from evores.strategies.ladder import Progress
+
+log = logging.getLogger("evores")
+
+EXIT_NO_RESULT = 4  # the run ended cleanly, but no evaluation it needed succeeded
+
+# What to check when the failures of a stage are mostly of one type.
+_CHECK = {
+    FAILURE_EXCEPTION: "the reasons in evaluations.jsonl and the tracebacks logged above; "
+    "with fitness.function set, that function",
+    FAILURE_NAN: "the learning rate: lower the upper bound of space.learning_rate "
+    "(or of space.l1 / space.l2)",
+    FAILURE_OOM: "the model size: lower space.batch_size, space.conv_filters or "
+    "space.fc_units, or train on a device with more memory",
+    FAILURE_BUDGET: "the time budget: raise train.max_seconds (0 = no budget) or lower "
+    "train.max_epochs",
+}
+_CHECK_OTHER = "the reasons in evaluations.jsonl"
+
+
+def of_run(
+    progress: Progress, winner: dict[str, Any] | None, failed: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The summary's ``outcome``: ``status`` ok or failed; for a failed run the 1-based
+    ``stage`` and its ``resolution`` that found nothing (None when the final retraining did),
+    the ``reason`` (failures by type, the first one's cause) and what to ``check``.
+
+    ``failed`` are the log's failed records (the last of each key)."""
+    if winner is not None or not progress.done:
+        return {"status": OK, "stage": None, "resolution": None, "reason": None, "check": None}
+    barren = [i for i, stage in enumerate(progress.stages) if stage["best_val_accuracy"] is None]
+    if barren:
+        stage = barren[0]
+        resolution = progress.resolutions[stage]
+        failures = [r for r in failed if r["kind"] == KIND_SEARCH and r["key"][0] == stage]
+        what = f"every evaluation of stage {stage + 1} ({resolution} px) failed"
+        number, at = stage + 1, resolution
+    else:
+        failures = [r for r in failed if r["kind"] == KIND_FINAL]
+        what = "every final retraining failed"
+        number = at = None
+    types = Counter(r.get("failure") or "unknown" for r in failures)
+    counted = ", ".join(f"{kind} {n}" for kind, n in types.most_common())
+    first = failures[0].get("reason") if failures else None
+    reason = f"{what} ({counted})" + (f"; the first: {first}" if first else "")
+    check = _CHECK.get(types.most_common(1)[0][0], _CHECK_OTHER) if types else _CHECK_OTHER
+    return {"status": FAILED, "stage": number, "resolution": at, "reason": reason, "check": check}
+
+
+def conclude(summary: dict[str, Any], run_path: Path) -> int:
+    """Say how the run ended, on the last line of its output; the process's exit code."""
+    outcome = summary.get("outcome") or {"status": OK}
+    if outcome["status"] == OK:
+        log.info(
+            "winner: test accuracy %s at %d px; summary in %s",
+            summary["test_accuracy"], summary["test_resolution"], run_path,
+        )  # fmt: skip
+        return 0
+    print(
+        f"evores: no result: {outcome['reason']}. Check {outcome['check']}. Summary in {run_path}",
+        file=sys.stderr,
+    )
+    return EXIT_NO_RESULT

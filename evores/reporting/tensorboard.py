@@ -1,0 +1,93 @@
+"""TensorBoard scalars of a run (``report.tensorboard = true``), through PyTorch's own
+``torch.utils.tensorboard.SummaryWriter``; they need the ``tensorboard`` package
+(``pip install 'evores[tensorboard]'``).
+
+The run directory's ``tensorboard/`` folder gets, per search evaluation (the step is the
+evaluation's place in completion order, as in the plots): ``search/best_in_stage`` and
+``search/median_in_stage`` (the plots' statistics, restarting at each stage),
+``search/val_accuracy``, ``search/resolution``, ``evaluation/wall_seconds`` and
+``evaluation/failures`` (the running count); per final candidate ``final/test_accuracy``.
+A resumed run continues the steps where the log left them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from evores.core.errors import ConfigError
+from evores.core.results import FAILED, KIND_SEARCH, OK
+from evores.core.stats import median
+
+FOLDER = "tensorboard"
+
+
+class RunScalars:
+    """Writes a run's scalars as its records are logged."""
+
+    def __init__(self, directory: Path, earlier: Iterable[dict[str, Any]] = ()) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                "report.tensorboard = true needs the tensorboard package; "
+                "pip install 'evores[tensorboard]' or set report.tensorboard = false"
+            ) from None
+        self.step = 0  # search evaluations so far
+        self.finals = 0
+        self.failures = 0
+        self.stage: int | None = None
+        self.scores: list[float] = []
+        for record in earlier:  # already written by the process that logged them
+            self._count(record)
+        self.writer = SummaryWriter(log_dir=str(directory), flush_secs=10)
+
+    def _count(self, record: dict[str, Any]) -> bool:
+        """Update the running statistics; False for a record that writes nothing."""
+        if record.get("status") not in (OK, FAILED):
+            return False
+        if record["kind"] != KIND_SEARCH:
+            self.finals += 1
+            return True
+        self.step += 1
+        if record["stage"] != self.stage:
+            self.stage, self.scores = record["stage"], []
+        if record["status"] == OK:
+            self.scores.append(float(record["val_accuracy"]))
+        self.failures += record["status"] == FAILED
+        return True
+
+    def add(self, record: dict[str, Any]) -> None:
+        """The scalars of one logged record."""
+        if not self._count(record):
+            return
+        write = self.writer.add_scalar
+        if record["kind"] != KIND_SEARCH:
+            if record["status"] == OK and record.get("test_accuracy") is not None:
+                write("final/test_accuracy", float(record["test_accuracy"]), self.finals)
+            return
+        step = self.step
+        write("evaluation/wall_seconds", float(record.get("wall_seconds") or 0.0), step)
+        write("evaluation/failures", self.failures, step)
+        write("search/resolution", int(record["resolution"]), step)
+        if record["status"] == OK:
+            write("search/val_accuracy", float(record["val_accuracy"]), step)
+        if self.scores:
+            write("search/best_in_stage", max(self.scores), step)
+            write("search/median_in_stage", median(self.scores), step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def open_scalars(
+    config: dict[str, Any], run_dir: Path, earlier: Iterable[dict[str, Any]] = ()
+) -> RunScalars | None:
+    """The run's scalar writer when ``report.tensorboard`` is on, else None."""
+    if not config.get("report", {}).get("tensorboard"):
+        return None
+    return RunScalars(Path(run_dir) / FOLDER, earlier)

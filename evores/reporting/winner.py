@@ -1,0 +1,180 @@
+"""The winner kept: its weights (``winner.safetensors``) and how to use them (``winner.json``).
+
+The final retraining of the built-in training writes each candidate's weights, as it trains
+them, into the run directory as ``final-<index>.safetensors`` (the rank that trained it writes
+the file, so only plain data crosses MPI and rank 0 never holds a network it did not train).
+The file carries, as safetensors metadata, what the network needs beyond its tensors: the
+repaired genome it was built from, the resolution and the normalisation of its training data.
+When every candidate is in and the winner is chosen (by validation accuracy, never by test
+score), :func:`keep_winner` renames its file to ``winner.safetensors``, removes the others and
+writes ``winner.json``, before ``summary.json`` marks the run finished. A candidate logged
+before a kill keeps its file, so a resumed run still finds it.
+
+:func:`load_model` gives the network back, ready in eval mode, with a ``predict`` function that
+downsamples images exactly as the dataset cache did (:func:`evores.data.resample.downsample`, with the
+run's filter and crop) and normalises them as the training did.
+
+safetensors, not ``torch.save``: a tensor file that loading cannot execute code from.
+A user ``fitness.function`` trains its own networks, which evores never sees: such a run has no
+winner files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from evores.core.atomic import atomic_path, write_json
+from evores.core.errors import CheckpointError
+
+log = logging.getLogger("evores")
+
+WEIGHTS = "winner.safetensors"
+DESCRIPTION = "winner.json"
+CANDIDATE = "final-{index}.safetensors"
+# What load_model reads from winner.json.
+NEEDED = ("hparams", "resolution", "mean", "std", "class_names", "filter", "crop")
+
+
+def candidate_path(run_dir: str | Path, index: int) -> Path:
+    """Where the final retraining writes the weights of final candidate ``index``."""
+    return Path(run_dir) / CANDIDATE.format(index=index)
+
+
+def save_weights(model, path: str | Path, metadata: dict[str, Any]) -> None:
+    """``model``'s tensors (float32 on the CPU, contiguous) to ``path`` atomically, with
+    ``metadata`` (JSON-able values) stored as the file's string metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in
+               model.state_dict().items()}  # fmt: skip
+    strings = {name: json.dumps(value) for name, value in metadata.items()}
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=strings)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata :func:`save_weights` stored in ``path``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {name: json.loads(value) for name, value in (handle.metadata() or {}).items()}
+
+
+def keep_winner(run_dir: str | Path, config: dict[str, Any], cache, final, winner) -> None:
+    """``final``'s entry ``winner`` kept as winner.safetensors + winner.json; the other
+    candidates' files removed. Without the winner's file (a user fitness function, a run
+    begun before evores kept weights) the run has no winner files, and says so."""
+    from evores import __version__
+
+    run_dir = Path(run_dir)
+    if winner is None:
+        return
+    index = next(i for i, entry in enumerate(final) if entry is winner)
+    source = candidate_path(run_dir, index)
+    if source.is_file():
+        os.replace(source, run_dir / WEIGHTS)
+    elif not (run_dir / WEIGHTS).is_file():  # not already renamed by a run killed after it
+        log.warning("the winner's weights were not saved (%s is absent): no %s", source, WEIGHTS)
+        return
+    network = read_metadata(run_dir / WEIGHTS)
+    write_json(run_dir / DESCRIPTION, {
+        "hparams": network["hparams"],
+        "resolution": network["resolution"],
+        "mean": network["mean"],
+        "std": network["std"],
+        "class_names": list(cache.class_names),
+        "test_accuracy": winner["test_accuracy"],
+        "val_accuracy": winner["val_accuracy"],
+        "filter": config["data"]["filter"],
+        "crop": config["data"]["crop"],
+        "resizer": network.get("resizer"),  # None: the cache's fixed filter
+        "source_resolution": network.get("source_resolution", network["resolution"]),
+        "evores_version": __version__,
+    })  # fmt: skip
+    for other in range(len(final)):
+        candidate_path(run_dir, other).unlink(missing_ok=True)
+
+
+def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]]:
+    """The winner of the finished run in ``run_dir``: ``(model, predict)``.
+
+    ``model`` is the trained ``torch.nn.Module`` in eval mode, on the CPU. ``predict(images)``
+    takes a list of PIL images or image paths and returns their class probabilities, a numpy
+    float32 array (N, n_classes) whose columns follow ``winner.json``'s ``class_names``. Each
+    image is downsampled as the dataset cache downsampled the training images (the run's
+    filter and crop) and normalised with the training data's channel mean and std; with a
+    learned resizer, to its source resolution, and the resizer (part of ``model``) does the
+    rest."""
+    import numpy as np
+    import torch
+
+    run_dir = Path(run_dir)
+    winner, model = _read_winner(run_dir)
+    resolution = int(winner["resolution"])
+    source = int(winner.get("source_resolution") or resolution)  # a learned resizer's input
+    mean = torch.tensor(winner["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
+    std = torch.tensor(winner["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
+
+    @torch.no_grad()
+    def predict(images: Sequence[Any]) -> np.ndarray:
+        batch = np.stack([_downsampled(image, source, winner) for image in images])
+        x = torch.from_numpy(batch).float().sub_(mean).div_(std)
+        return torch.softmax(model(x), dim=1).numpy()
+
+    return model, predict
+
+
+def _read_winner(run_dir: Path):
+    """winner.json and the network built from it with winner.safetensors' weights, in eval
+    mode; CheckpointError (one line) for a run without them or with damaged ones."""
+    from safetensors.torch import load_file
+
+    from evores.training.model import build_cnn
+    from evores.training.resizer import ResizerSpec, with_resizer
+
+    if not (run_dir / DESCRIPTION).is_file() or not (run_dir / WEIGHTS).is_file():
+        why = (
+            "the run finished without them (no winner, or a user fitness.function)"
+            if (run_dir / "summary.json").is_file()
+            else "the run has not finished (no summary.json): resume it to the end first"
+        )
+        raise CheckpointError(
+            f"{str(run_dir)!r} has no {WEIGHTS} and {DESCRIPTION}: {why}; give the directory "
+            "of a run that finished with evores's own training"
+        )
+    try:
+        winner = json.loads((run_dir / DESCRIPTION).read_text(encoding="utf-8"))
+        missing = [key for key in NEEDED if key not in winner]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing)}")
+        resolution = int(winner["resolution"])
+        model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]))
+        if winner.get("resizer"):
+            spec = ResizerSpec(**winner["resizer"])
+            model = with_resizer(model, spec, resolution, len(winner["mean"]))
+        model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+    except Exception as error:  # noqa: BLE001 - any damage is the same to the user
+        detail = (str(error).splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"the winner's files in {str(run_dir)!r} are damaged or do not match ({WEIGHTS}, "
+            f"{DESCRIPTION}: {type(error).__name__}: {detail}); "
+            "restore them from a backup, or run the search again"
+        ) from None
+    return winner, model.eval()
+
+
+def _downsampled(image, resolution: int, winner: dict[str, Any]):
+    """One image (PIL or a path) as the cache holds it: uint8 (3, r, r)."""
+    from PIL import Image
+
+    from evores.data.resample import downsample
+
+    if isinstance(image, Image.Image):
+        return downsample(image, resolution, winner["filter"], winner["crop"])
+    with Image.open(image) as opened:
+        return downsample(opened, resolution, winner["filter"], winner["crop"])
