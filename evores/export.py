@@ -1,6 +1,11 @@
-"""`python -m evores.export`: the old spelling of `evores export`, kept so that scripts written for it still work."""
+"""``python -m evores.export``: the earlier spelling of ``evores export`` (still works)."""
 
-from evores.reporting.export import main
+from evores.core.exits import EXIT_USAGE
+from evores.engine.cli import subcommand
+
+__all__ = ["EXIT_USAGE", "main"]
+
+main = subcommand("export")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,6 +1,11 @@
-"""`python -m evores.run`: the old spelling of `evores run`, kept so that scripts written for it still work."""
+"""``python -m evores.run``: the earlier spelling of ``evores run`` (still works)."""
 
-from evores.engine.cli import main
+from evores.core.exits import EXIT_USAGE
+from evores.engine.cli import subcommand
+
+__all__ = ["EXIT_USAGE", "main"]
+
+main = subcommand("run")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,7 +6,8 @@ resolution, every genome for ``--epochs`` epochs with a validation pass after ea
 * ``naive fp32``: the textbook loop, one evaluation at a time: torchvision ``ImageFolder`` +
   ``Resize`` + ``ToTensor`` + ``Normalize`` through a ``DataLoader`` (``--naive-workers``
   processes), batches copied to the GPU, ``loss.item()`` every step, fp32;
-* ``evores fp32 K=1`` / ``evores bf16 K=1``: :func:`evores.training.fitness.evaluate` on the resolution
+* ``evores fp32 K=1`` / ``evores bf16 K=1``: :func:`evores.training.fitness.evaluate` on the
+resolution
   cache held on the GPU, one rank; ``bf16 K=1 autotune`` the same with
   ``train.deterministic = false`` (cuDNN autotuning), for the cost of determinism;
 * ``evores bf16 K=k``: k processes on the one GPU, each a rank as evores runs it
@@ -46,10 +47,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing the package
 
+from evores.strategies.space import SearchSpace, repair  # noqa: E402
 from evores.training.device import configure_process  # noqa: E402
 from evores.training.fitness import PreparedData, evaluate, objective  # noqa: E402
 from evores.training.model import build_cnn, conv_flops  # noqa: E402
-from evores.strategies.space import SearchSpace, repair  # noqa: E402
 
 DEFAULT_DATASET = REPO.parent / "shared" / "datasets" / "imagenette224"
 SEED = 0

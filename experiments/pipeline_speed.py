@@ -4,7 +4,8 @@ For each resolution, one fixed genome (3 conv 32/64/64 3x3, FC 128, batch 64, lr
 for --epochs epochs on the same images twice, side by side:
 
 * cached: the train split of evores' HDF5 cache (evores.data.cache.open_cache), one uint8 tensor
-  per resolution (evores.training.fitness.PreparedData); a batch is an index gather + float conversion
+  per resolution (evores.training.fitness.PreparedData); a batch is an index gather + float
+  conversion
   + normalisation;
 * naive:  torchvision ImageFolder + Resize + ToTensor + Normalize through a DataLoader
   (num_workers=0), decoding and resizing every JPEG every epoch.
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per pipeline")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
-    parser.add_argument("--keep-heap", action="store_true", help="call evores.training.fitness.keep_heap()")
+    parser.add_argument("--keep-heap", action="store_true", help="call keep_heap()")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "evores",

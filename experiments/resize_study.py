@@ -7,7 +7,8 @@ For each fixed genome, resolution and resizer (the six Pillow filters of the dat
 evores's learned resizer reading the box-filter copy at twice the resolution) and each seed,
 it trains with :func:`evores.training.fitness.evaluate` for exactly ``--epochs`` epochs (patience =
 epochs: no early stop) and keeps the best validation accuracy; then it retrains on train+val
-for that best epoch count with :func:`evores.training.fitness.train_and_test` and scores the test split,
+for that best epoch count with :func:`evores.training.fitness.train_and_test` and scores the test
+split,
 as a run's final retraining does. The split is evores's own (imagenette224: validation drawn
 from train/, test = val/). One thread (``train.threads = 1``).
 
@@ -35,8 +36,8 @@ import torch  # noqa: E402
 from evores.core.atomic import write_json  # noqa: E402
 from evores.data.cache import open_cache  # noqa: E402
 from evores.data.resample import FILTERS  # noqa: E402
+from evores.data.resizing import ResizerSpec  # noqa: E402
 from evores.training.fitness import PreparedData, evaluate, train_and_test  # noqa: E402
-from evores.training.resizer import ResizerSpec  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "imagenette224"
 LEARNED = "learned"

@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evores import config as configuration  # noqa: E402
-from evores.store.checkpoint import RunDirectory, write_json  # noqa: E402
 from evores.core.results import failed_result  # noqa: E402
 from evores.execution.evaluators import MPIEvaluator, mpi_world, serve  # noqa: E402
+from evores.store.checkpoint import RunDirectory, write_json  # noqa: E402
 from evores.strategies.generational import LadderSearch  # noqa: E402
 from evores.strategies.steady import SteadyStateSearch  # noqa: E402
 

@@ -4,8 +4,8 @@ import math
 import os
 import signal
 
-from evores.training.fitness import evaluate, train_and_test
 from evores.execution.worker import FinalSplits
+from evores.training.fitness import evaluate, train_and_test
 
 
 def builtin(hparams, resolution, data, *, seed, device, max_epochs, patience, max_seconds,

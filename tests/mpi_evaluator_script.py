@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evores.core.results import KIND_SEARCH, FitnessResult, make_task  # noqa: E402
 from evores.execution.evaluators import (  # noqa: E402
     Evaluator,
     MPIEvaluator,
@@ -23,7 +24,6 @@ from evores.execution.evaluators import (  # noqa: E402
     mpi_world,
     serve,
 )
-from evores.core.results import KIND_SEARCH, FitnessResult, make_task  # noqa: E402
 
 
 def toy_work(task: dict) -> dict:

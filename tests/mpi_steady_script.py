@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_steady import make_config, toy_result  # noqa: E402
 
 from evores.execution.evaluators import MPIEvaluator, mpi_world, serve  # noqa: E402
-from evores.strategies.steady import SteadyStateSearch  # noqa: E402
 from evores.execution.stopping import StopRequest  # noqa: E402
+from evores.strategies.steady import SteadyStateSearch  # noqa: E402
 
 
 def work(task: dict) -> dict:

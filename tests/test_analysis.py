@@ -7,8 +7,8 @@ import pytest
 
 pd = pytest.importorskip("pandas", reason="pandas is in the test extra")
 
-from evores.reporting.analysis import NOT_FINITE, flat_genes, load_run  # noqa: E402
 from evores.core.errors import CheckpointError  # noqa: E402
+from evores.reporting.analysis import NOT_FINITE, flat_genes, load_run  # noqa: E402
 
 GENOME = {"learning_rate": 0.01, "conv_filters": [8, 16], "conv_kernels": [3, 5],
           "fc_units": [32], "batch_size": 64, "l1": 0.0, "l2": 0.0}  # fmt: skip

@@ -7,9 +7,9 @@ import pytest
 from conftest import assert_same_result
 
 import evores
-from evores.engine import cli as run
-from evores.engine.session import _combined
+from evores import run
 from evores.core.errors import CheckpointError, ConfigError
+from evores.engine.session import _combined
 from evores.execution.stopping import STOP_SIGNALS
 
 # conftest.TINY_RUN as Python values.

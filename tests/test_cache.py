@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from evores.core.errors import ConfigError, DataError
 from evores.data import cache as cache_mod
 from evores.data.cache import open_cache, read_cache
 from evores.data.resample import CROPS, FILTERS
-from evores.data.splits import assign_splits
-from evores.core.errors import ConfigError, DataError
 from evores.data.sources import Item
+from evores.data.splits import assign_splits
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from evores.core.errors import CheckpointError
 from evores.store.checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -13,7 +14,6 @@ from evores.store.checkpoint import (
     SUMMARY,
     RunDirectory,
 )
-from evores.core.errors import CheckpointError
 
 
 def test_whole_files_are_replaced_without_leaving_temporary_files(tmp_path):

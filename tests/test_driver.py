@@ -1,4 +1,5 @@
-"""Tests for evores.engine.driver, in process and in seconds: the driver loop over an injected serial
+"""Tests for evores.engine.driver, in process and in seconds: the driver loop over an injected
+serial
 evaluator whose results are derived from each task's seed (no training, no dataset).
 
 A run stopped or crashed part way and resumed must end exactly like an uninterrupted one, in
@@ -14,12 +15,13 @@ import pytest
 
 from evores import config as configuration
 from evores.core.results import INTERRUPTED, OK, FitnessResult
+from evores.core.stats import median
 from evores.engine.driver import Driver
 from evores.engine.session import load_config
 from evores.execution.evaluators import SerialEvaluator
 from evores.execution.stopping import RunInterrupted, RunStopped, StopRequest
-from evores.reporting.summary import PLOTS, PROVISIONAL_SUMMARY, median
 from evores.store.checkpoint import RunDirectory
+from evores.store.names import PLOTS, PROVISIONAL_SUMMARY
 
 MODES = ["sync", "async"]
 N_EVALUATIONS = 12 + 8  # schedule.evaluations below

@@ -1,4 +1,5 @@
-"""Tests for evores.execution.evaluators: serial contract, failure handling, MPI launch detection and an
+"""Tests for evores.execution.evaluators: serial contract, failure handling, MPI launch detection
+and an
 ``mpiexec`` run at two world sizes (tests/mpi_evaluator_script.py)."""
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from evores.training import fitness
-
 from evores.core import results
+from evores.core.results import KIND_SEARCH, failed_result, make_task
 from evores.execution.evaluators import (
     Evaluator,
     MPIEvaluator,
     SerialEvaluator,
     make_evaluator,
 )
-from evores.core.results import KIND_SEARCH, failed_result, make_task
+from evores.training import fitness
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "mpi_evaluator_script.py"
@@ -143,7 +143,8 @@ def test_failed_result_round_trips_through_fitness_result():
 
 
 def test_a_config_error_in_the_work_is_reported_and_later_tasks_run():
-    """An invalid genome makes evores.training.fitness raise ConfigError; the evaluator reports it as a
+    """An invalid genome makes evores.training.fitness raise ConfigError; the evaluator reports it
+    as a
     failed result with its message, as for any exception, and keeps running tasks."""
 
     def work(task: dict) -> dict:

@@ -1,4 +1,5 @@
-"""The fidelity probe and the adaptive ladder (evores.strategies.fidelity), with planted fidelities."""
+"""The fidelity probe and the adaptive ladder (evores.strategies.fidelity), with planted
+fidelities."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from evores import config as configuration
+from evores.core.results import FAILED, OK
 from evores.strategies import fidelity
 from evores.strategies.generational import LadderSearch
-from evores.core.results import FAILED, OK
 from evores.strategies.steady import SteadyStateSearch
 
 PLANTED = {

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from evores.training import fitness
 from evores.core.errors import ConfigError, DataError
+from evores.training import fitness
 from evores.training.fitness import (
     FitnessResult,
     PreparedData,

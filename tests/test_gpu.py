@@ -19,11 +19,11 @@ import torch
 from test_fitness import PX, SplitRecorder, genome, make_split, without_timing
 
 from evores import config as configuration
-from evores.training import device as devices
 from evores.core.errors import ConfigError
-from evores.training.fitness import PreparedData, evaluate, train_and_test
 from evores.core.results import KIND_FINAL, KIND_SEARCH, make_task
 from evores.execution.worker import make_work
+from evores.training import device as devices
+from evores.training.fitness import PreparedData, evaluate, train_and_test
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -52,7 +52,8 @@ def python(code: str, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess
 
 def test_importing_evores_sets_no_cuda_flag():
     code = (
-        "import os, torch, evores, evores.training.device, evores.training.fitness, evores.execution.worker, evores.engine.cli; "
+        "import os, torch, evores, evores.training.device, evores.training.fitness, "
+        "evores.execution.worker, evores.engine.cli; "
         "print(torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(), "
         "'CUBLAS_WORKSPACE_CONFIG' in os.environ)"
     )

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evores.data.cache import open_cache
 from evores.core.errors import DataError
+from evores.data.cache import open_cache
 from evores.data.sources import ScanReport, open_source
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,13 +25,8 @@ from strategies import spaces
 from test_run import assert_refused
 
 from evores import config as configuration
-from evores.data.cache import open_cache
-from evores.store.checkpoint import RunDirectory
-from evores.engine.driver import Driver
 from evores.core.errors import ConfigError
-from evores.execution.evaluators import SerialEvaluator
-from evores.training.model import conv_flops
-from evores.reporting.outcome import EXIT_NO_RESULT
+from evores.core.exits import EXIT_CHECKPOINTED, EXIT_NO_RESULT
 from evores.core.results import (
     FAILED,
     FAILURE_BUDGET,
@@ -42,11 +37,15 @@ from evores.core.results import (
     FitnessResult,
     make_task,
 )
-from evores.hpc.environment import EXIT_CHECKPOINTED
-from evores.strategies.genes import Categorical
-from evores.strategies.space import SearchSpace, check_buildable, repair
+from evores.data.cache import open_cache
+from evores.engine.driver import Driver
+from evores.execution.evaluators import SerialEvaluator
 from evores.execution.stopping import StopRequest
 from evores.execution.worker import make_work, result_from_user
+from evores.store.checkpoint import RunDirectory
+from evores.strategies.genes import Categorical
+from evores.strategies.space import SearchSpace, check_buildable, repair
+from evores.training.model import conv_flops
 
 # A user's fitness module, written where the runs under test can import it.
 HOSTILE = """

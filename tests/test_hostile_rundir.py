@@ -22,10 +22,10 @@ from conftest import assert_same_result, cli_command, summary
 from PIL import Image
 
 from evores import config as configuration
-from evores.data.cache import open_cache, read_cache
-from evores.store.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, LOCK, PREVIOUS, RunDirectory
 from evores.core.errors import CheckpointError, ConfigError, DataError
 from evores.core.results import INTERRUPTED, record_problems
+from evores.data.cache import open_cache, read_cache
+from evores.store.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, LOCK, PREVIOUS, RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / "tests" / "data" / "legacy-runs"

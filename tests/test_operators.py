@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from strategies import seeds, spaces
 
 from evores.core.errors import ConfigError
-from evores.strategies.operators import crossover, mutate, tournament
 from evores.strategies.genes import Categorical, Integer, LogFloat
+from evores.strategies.operators import crossover, mutate, tournament
 from evores.strategies.space import SearchSpace
 
 

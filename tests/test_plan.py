@@ -77,7 +77,7 @@ def test_the_planner_measures_every_resolution_and_prints_the_walltime(cache_dir
 def test_the_planner_refuses_in_one_line(cache_dir):
     result = run_plan(cache_dir, "--cpus", "0")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "evores.engine.plan: error: --cpus must be >= 1, got 0"
+        "evores: error: --cpus must be >= 1, got 0"
     )
     import torch
 

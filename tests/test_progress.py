@@ -1,11 +1,12 @@
-"""Tests for evores.reporting.progress: the progress lines, the measured-cost ETA, the failure count."""
+"""Tests for evores.reporting.progress: the progress lines, the measured-cost ETA, the failure
+count."""
 
 from __future__ import annotations
 
 import pytest
 
-from evores.strategies.ladder import FINAL, SEARCH, Progress
 from evores.reporting.progress import RunCosts, generation_line, transition_line
+from evores.strategies.ladder import FINAL, SEARCH, Progress
 
 
 def view(**fields) -> Progress:

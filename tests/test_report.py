@@ -1,4 +1,5 @@
-"""Tests for evores.reporting.summary: the progress line's text, completed records, the plots (written
+"""Tests for evores.reporting.summary: the progress line's text, completed records, the plots
+(written
 atomically, readable at a glance) and the provisional summary."""
 
 from __future__ import annotations
@@ -12,15 +13,10 @@ import numpy as np
 import pytest
 
 import evores
-from evores.reporting import summary as report
-from evores.reporting.summary import (
-    _elites_label,
-    completed,
-    format_progress,
-    plot_elites,
-    plot_progress,
-    progress_series,
-)
+from evores.report import main as report_command
+from evores.reporting import plots
+from evores.reporting.plots import _elites_label, plot_elites, plot_progress, progress_series
+from evores.reporting.summary import completed, format_progress
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,7 +72,7 @@ def test_a_plot_that_fails_to_render_leaves_the_previous_file_and_no_temporary(t
     path.write_bytes(b"the previous plot")
     figure = FailingFigure()
     with pytest.raises(RuntimeError, match="rendering failed"):
-        report._save(figure, path)
+        plots._save(figure, path)
     assert path.read_bytes() == b"the previous plot" and figure.cleared
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
@@ -219,15 +215,15 @@ def short_run(seconds_per_evaluation: float = 1.0) -> dict:
 
 
 def test_a_short_run_is_plotted_in_seconds_a_long_one_in_minutes_or_hours():
-    assert report.time_unit(20.0) == ("seconds", 1.0)
-    assert report.time_unit(300.0) == ("minutes", 60.0)
-    assert report.time_unit(3 * 3600.0) == ("hours", 3600.0)
-    fig = report.progress_figure(short_run(), on_time=True)
+    assert plots.time_unit(20.0) == ("seconds", 1.0)
+    assert plots.time_unit(300.0) == ("minutes", 60.0)
+    assert plots.time_unit(3 * 3600.0) == ("hours", 3600.0)
+    fig = plots.progress_figure(short_run(), on_time=True)
     assert fig.axes[0].get_xlabel() == "wall time (seconds)"
 
 
 def test_evaluation_ticks_are_whole_numbers():
-    fig = report.progress_figure(short_run(), on_time=False)
+    fig = plots.progress_figure(short_run(), on_time=False)
     fig.canvas.draw()
     ax = fig.axes[0]
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
@@ -236,7 +232,7 @@ def test_evaluation_ticks_are_whole_numbers():
 
 def test_stage_labels_of_short_stages_do_not_overlap():
     for on_time in (False, True):
-        fig = report.progress_figure(short_run(), on_time)
+        fig = plots.progress_figure(short_run(), on_time)
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
         boxes = [text.get_window_extent(renderer) for text in fig.axes[0].texts]
@@ -247,7 +243,7 @@ def test_stage_labels_of_short_stages_do_not_overlap():
 
 def test_the_best_line_is_drawn_over_the_median():
     # A constant stage: best and median coincide, and the best must stay visible.
-    ax = report.progress_figure(short_run(), on_time=False).axes[0]
+    ax = plots.progress_figure(short_run(), on_time=False).axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     best, middle = lines["best in stage"], lines["median in stage"]
     assert best.get_zorder() > middle.get_zorder()
@@ -296,7 +292,7 @@ def test_recomputing_a_finished_run_reproduces_its_summary_and_importance(
     before = contents(run_dir)
     for name in REPORTED:
         (run_dir / name).unlink()
-    assert report.main([str(run_dir)]) == 0
+    assert report_command([str(run_dir)]) == 0
     after = contents(run_dir)
     assert after == before  # summary.json untouched, importance.json rewritten identically
     assert json.loads(after["importance.json"])["stages"][0]["importance"] is not None
@@ -311,7 +307,7 @@ def test_a_finished_summary_that_differs_from_the_log_is_kept_and_the_difference
     stored = json.loads((run_dir / "summary.json").read_text())
     tampered = {**stored, "n_evaluations": 999}
     (run_dir / "summary.json").write_text(json.dumps(tampered))
-    assert report.main([str(run_dir)]) == 1
+    assert report_command([str(run_dir)]) == 1
     assert json.loads((run_dir / "summary.json").read_text()) == tampered
     assert json.loads((run_dir / "summary.recomputed.json").read_text()) == stored
     err = capsys.readouterr().err
@@ -324,7 +320,7 @@ def test_an_asynchronous_run_is_reproduced_too(tmp_path, cache_dir, monkeypatch)
     settings = {**PLANTED_RUN, "search": {**PLANTED_RUN["search"], "asynchronous": True}}
     evores.search(out=run_dir, fitness={"function": PLANTED}, **settings)
     before = contents(run_dir)
-    assert report.main([str(run_dir)]) == 0
+    assert report_command([str(run_dir)]) == 0
     assert contents(run_dir) == before
 
 
@@ -333,7 +329,7 @@ def test_a_directory_a_live_run_holds_is_refused(finished_run, tmp_path, capsys)
     # A holder on another node cannot be checked from here, so it counts as alive.
     (run_dir / "lock.json").write_text('{"host": "another-node", "pid": 1, "job": ""}')
     before = contents(run_dir)
-    assert report.main([str(run_dir)]) == 2
+    assert report_command([str(run_dir)]) == 2
     assert "in use by a live run" in capsys.readouterr().err
     assert contents(run_dir) == before
 
@@ -355,7 +351,7 @@ def test_recomputing_a_stopped_run_refreshes_its_provisional_summary(
     importance = (run_dir / "importance.json").read_bytes()
     (run_dir / "summary.provisional.json").unlink()
     (run_dir / "importance.json").unlink()
-    assert report.main([str(run_dir)]) == 0
+    assert report_command([str(run_dir)]) == 0
     again = json.loads((run_dir / "summary.provisional.json").read_text())
     assert {**again, "wall_seconds": 0} == {**written, "wall_seconds": 0}
     assert again["provisional"] and 0 < again["wall_seconds"] <= written["wall_seconds"]
@@ -395,7 +391,7 @@ def test_a_run_killed_before_data_reports_were_kept_gets_plots_and_importance(tm
 
     run_dir = shutil.copytree(ROOT / "tests" / "data" / "legacy-runs" / "sync-stopped",
                               tmp_path / "run")  # fmt: skip
-    assert report.main([str(run_dir)]) == 0
+    assert report_command([str(run_dir)]) == 0
     assert "no summary: the run predates data_report.json" in capsys.readouterr().out
     assert not any(run_dir.glob("summary*.json"))
     for name in REPORTED:
@@ -424,7 +420,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(finished_run, tmp
     }
     for path, problem in cases.items():
         before = contents(path) if path.is_dir() else None
-        assert report.main([str(path)]) == 2, path
+        assert report_command([str(path)]) == 2, path
         err = capsys.readouterr().err
         assert err.startswith("evores: error: ") and problem in err, err
         assert len(err.splitlines()) == 1, err

@@ -13,12 +13,13 @@ from PIL import Image
 from safetensors import safe_open
 
 from evores import config as configuration
-from evores.engine.session import open_dataset
 from evores.core.errors import ConfigError
+from evores.data.opener import open_dataset
+from evores.data.resizing import ResizerSpec, resizer_spec
+from evores.reporting.winner import DESCRIPTION, WEIGHTS, load_model
 from evores.training.fitness import PreparedData, evaluate, train_and_test
 from evores.training.model import build_cnn, count_parameters
-from evores.training.resizer import LearnedResizer, ResizedClassifier, ResizerSpec, resizer_spec
-from evores.reporting.winner import DESCRIPTION, WEIGHTS, load_model
+from evores.training.resizer import LearnedResizer, ResizedClassifier
 
 LEARNED = [*TINY_RUN, "data.resizer=learned"]
 GENOME = {
@@ -122,7 +123,7 @@ def test_the_final_retraining_saves_the_resizer_with_the_classifier(learned_cach
                             weights_to=tmp_path / "w.safetensors")  # fmt: skip
     from safetensors.torch import load_file
 
-    from evores.reporting.winner import read_metadata
+    from evores.training.weights import read_metadata
 
     metadata = read_metadata(tmp_path / "w.safetensors")
     assert metadata["resizer"] == {"width": 4, "blocks": 1, "source": 0}

@@ -248,7 +248,7 @@ def test_by_default_a_serial_run_and_every_mpi_worker_train_with_the_same_thread
     import torch
 
     from evores import config as configuration
-    from evores.engine import cli as run
+    from evores.engine import session as run
 
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,5 @@
-"""Tests for evores.strategies.space: gene types, SearchSpace, the genome round trips, repair, narrow."""
+"""Tests for evores.strategies.space: gene types, SearchSpace, the genome round trips, repair,
+narrow."""
 
 from __future__ import annotations
 

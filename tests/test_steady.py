@@ -1,4 +1,5 @@
-"""Tests for evores.strategies.steady (the asynchronous steady-state search) and the evaluators' steady()
+"""Tests for evores.strategies.steady (the asynchronous steady-state search) and the evaluators'
+steady()
 loop: serially, with simulated workers finishing out of order, and under ``mpiexec -n 3``
 (tests/mpi_steady_script.py)."""
 
@@ -17,14 +18,14 @@ import numpy as np
 import pytest
 
 from evores import config as configuration
-from evores.execution.evaluators import SerialEvaluator
-from evores.strategies.generational import LadderSearch
 from evores.core.results import failed_result
 from evores.core.seeding import derive_rng
-from evores.strategies.space import SearchSpace
 from evores.core.stats import spearman
-from evores.strategies.steady import SteadyStateSearch
+from evores.execution.evaluators import SerialEvaluator
 from evores.execution.stopping import RunInterrupted, StopRequest
+from evores.strategies.generational import LadderSearch
+from evores.strategies.space import SearchSpace
+from evores.strategies.steady import SteadyStateSearch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "mpi_steady_script.py"

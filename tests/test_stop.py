@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RUN, assert_same_result, require_mpiexec, summary
 
-from evores.store.checkpoint import LOCK, RunDirectory
 from evores.core.errors import CheckpointError
-from evores.hpc.environment import EXIT_CHECKPOINTED
+from evores.core.exits import EXIT_CHECKPOINTED
+from evores.store.checkpoint import LOCK, RunDirectory
 
 
 def records(run_dir: Path) -> list[dict]:

@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 from evores import config as configuration
-from evores.engine.session import open_dataset
 from evores.core.errors import CheckpointError
+from evores.data.opener import open_dataset
 from evores.data.sources import Item, open_source
-from evores.reporting.winner import DESCRIPTION, WEIGHTS, candidate_path, keep_winner, load_model
+from evores.reporting.winner import DESCRIPTION, WEIGHTS, keep_winner, load_model
+from evores.store.rundir import candidate_path
 
 
 def test_only_the_winner_is_kept_with_what_using_it_needs(tiny_run):

@@ -1,4 +1,5 @@
-"""evores.execution.worker in process: the built-in and a user's fitness function on one task, the final
+"""evores.execution.worker in process: the built-in and a user's fitness function on one task, the
+final
 retraining's view of the splits, and what a user function may return."""
 
 from __future__ import annotations
@@ -9,10 +10,7 @@ import numpy as np
 import pytest
 
 from evores import config as config_module
-from evores.execution import worker
-from evores.data.cache import open_cache
 from evores.core.errors import ConfigError
-from evores.training.fitness import evaluate, train_and_test
 from evores.core.results import (
     FAILED,
     FAILURE_NAN,
@@ -23,7 +21,10 @@ from evores.core.results import (
     FitnessResult,
     make_task,
 )
+from evores.data.cache import open_cache
+from evores.execution import worker
 from evores.execution.worker import FinalSplits, make_work, result_from_user
+from evores.training.fitness import evaluate, train_and_test
 
 PX = 8
 GENOME = {

@@ -18,7 +18,7 @@ from evores.core.atomic import write_json
 from evores.core.results import INTERRUPTED, LogRecord, Task, make_record
 from evores.execution.evaluators import Evaluator
 from evores.execution.stopping import RunStopped, StopRequest
-from evores.reporting import importance, progress, tensorboard
+from evores.reporting import importance, plots, progress, tensorboard
 from evores.reporting import summary as report
 from evores.reporting.winner import keep_winner
 from evores.store import resume, rundir
@@ -109,7 +109,7 @@ class Driver:
                                search.state.get("final", []), search.winner())  # fmt: skip
             self.run_dir.write_summary(summary)
             provisional_path.unlink(missing_ok=True)
-        report.plot_run(self.run_dir.path, records, view.transitions)
+        plots.plot_run(self.run_dir.path, records, view.transitions)
         if with_importance:
             importance.write_importance(self.run_dir.path, self.config, records)
         if self.scalars and provisional:

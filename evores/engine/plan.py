@@ -16,13 +16,12 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evores import config as configuration
-from evores.core.errors import ConfigError, EvoresError
+from evores.core.errors import ConfigError
 
 # The estimate's upper bound is padded by this factor in the suggested walltime: the
 # search's genomes are not the uniform samples timed here.
@@ -250,24 +249,6 @@ def _setting(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]
     return {"device": str(device), "workers": workers, "threads": threads}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m evores.plan",
-        description="Time a run's evaluations on this machine and estimate the whole run.",
-    )
-    parser.add_argument("--config", type=Path, help="TOML file (default: the embedded run)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--gpus", type=int, metavar="N", help="N evaluating GPUs, one each")
-    where.add_argument("--cpus", type=int, metavar="N", help="N evaluating CPU workers")
-    parser.add_argument("--genomes", type=int, default=3, help="sampled genomes to time (3)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs each is trained (2)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override one config value, as for python -m evores.run",
-    )  # fmt: skip
-    return parser
-
-
 def plan(args: argparse.Namespace) -> str:
     """Measure and render (raises EvoresError for a user's mistake)."""
     for name in ("gpus", "cpus", "genomes", "epochs"):
@@ -278,11 +259,11 @@ def plan(args: argparse.Namespace) -> str:
     setting = _setting(args, config)
     import torch
 
-    from evores.engine.cli import open_dataset
+    from evores.data.opener import open_dataset
 
     torch.set_num_threads(setting["threads"])
     print(
-        f"evores.engine.plan: timing {args.genomes} genome(s) x {args.epochs} epoch(s) at "
+        f"evores plan: timing {args.genomes} genome(s) x {args.epochs} epoch(s) at "
         f"{config['schedule']['resolutions']} px on {setting['device']} ...",
         file=sys.stderr,
     )
@@ -298,17 +279,3 @@ def plan(args: argparse.Namespace) -> str:
             "from; time more genomes (--genomes) or check the search space"
         )
     return render(config, costs, estimate(config, costs, setting["workers"]), setting)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        sys.stdout.write(plan(args))
-    except EvoresError as error:
-        print(f"evores.engine.plan: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,8 @@ wraps.
 before a single file of the run is written, drives the search, logs every evaluation as it
 completes, checkpoints every generation, writes the summary and plots and returns the summary.
 Mistakes raise :class:`evores.core.errors.EvoresError` subclasses (the CLI turns them into one line
-and exit code 2); a run stopped by a signal raises :class:`evores.execution.stopping.RunStopped` once
+and exit code 2); a run stopped by a signal raises :class:`evores.execution.stopping.RunStopped`
+once
 its checkpoint is written, and ``resume=True`` continues it. The stop-signal handlers are
 installed for the run and the previous ones restored when it returns. Logging goes to the
 ``evores`` logger, which only the CLI configures.
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from evores import config as configuration
-from evores.core.errors import CheckpointError, DataError, EvoresError
+from evores.core.errors import CheckpointError, EvoresError
+from evores.core.exits import EXIT_CHECKPOINTED, EXIT_USAGE
+from evores.data.opener import open_dataset
 from evores.execution.stopping import STOP_SIGNALS, RunStopped, StopRequest, ignore_stop_signals
-from evores.hpc.environment import EXIT_CHECKPOINTED
 from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.store.resume import check_config_early
 from evores.store.rundir import run_directory
@@ -44,7 +46,6 @@ from evores.strategies.space import SearchSpace
 
 log = logging.getLogger("evores")
 
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def run_request(request: Request, drive) -> Any:
         ignore_stop_signals()
         code = _serve(comm)
         return None if code == 0 else code
-    # From here on a signal stops the run cleanly (see evores.execution.stopping); the grace period is
+    # From here on a signal stops the run cleanly (see evores.execution.stopping); the grace period
+    # is
     # set once the config is read.
     stop = StopRequest()
     with _stop_signals(stop):
@@ -228,47 +230,6 @@ def _resumed_config(args: Request, run_dir: RunDirectory) -> dict[str, Any]:
                 "drop --config/--set, or start a new run directory for a different config"
             )
     return config
-
-
-def open_dataset(config: dict[str, Any]):
-    """Open (building or reusing) the resolution cache the config asks for, with the learned
-    resizer's source resolutions when it has one."""
-    from evores.training.resizer import resizer_spec
-
-    data = config["data"]
-    resolutions = list(config["schedule"]["resolutions"])
-    spec = resizer_spec(data)
-    if spec is not None:  # the learned resizer's sources, in the same build
-        resolutions = sorted(set(resolutions) | {spec.source_for(r) for r in resolutions})
-    try:
-        return _open_cache(config, resolutions)
-    except DataError as error:
-        if spec is None or "upscaled" not in str(error):
-            raise
-        sources = sorted({spec.source_for(r) for r in config["schedule"]["resolutions"]})
-        raise DataError(
-            f"{error}; the learned resizer reads {sources} px copies (data.resizer_source = "
-            f"{spec.source}, 0 = twice each stage): set data.resizer_source between the largest "
-            "resolution and the images' size"
-        ) from None
-
-
-def _open_cache(config: dict[str, Any], resolutions: list[int]):
-    from evores.data.cache import open_cache
-
-    data = config["data"]
-    return open_cache(
-        data["path"],
-        resolutions,
-        filter=data["filter"],
-        crop=data["crop"],
-        cache_dir=data["cache_dir"] or None,
-        seed=data["split_seed"],
-        val_fraction=data["val_fraction"],
-        test_fraction=data["test_fraction"],
-        download=data["download"],
-        progress=log.info,
-    )
 
 
 def _set_threads(config: dict[str, Any], workers: int) -> None:

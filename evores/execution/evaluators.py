@@ -7,7 +7,8 @@ the ``"rank"`` that ran it, ``on_result(task, result)`` is called on rank 0 as e
 and an exception raised by the work function becomes a failed result instead of killing a rank.
 
 ``steady(next_task, on_result, finished, stop)`` is the asynchronous counterpart of ``map``
-(for evores.strategies.steady.SteadyStateSearch): a worker that frees gets ``next_task()`` at once, with
+(for evores.strategies.steady.SteadyStateSearch): a worker that frees gets ``next_task()`` at once,
+with
 no generation barrier, and the loop runs until the search is finished or stopped.
 
 Tasks and results are plain dicts: a task is an :class:`evores.core.results.Task`, a result is

@@ -92,7 +92,8 @@ class MPIEvaluator:
     ) -> list[dict | None]:
         """Results in task order; ``on_result(task, result)`` on rank 0 as each completes.
 
-        Once ``stop`` (an evores.execution.stopping.StopRequest) is set, no further task is handed out
+        Once ``stop`` (an evores.execution.stopping.StopRequest) is set, no further task is handed
+        out
         and the ones running get until ``stop.deadline``; the results of tasks not finished by
         then are None, and the tasks still running are in ``abandoned``.
         """

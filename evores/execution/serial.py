@@ -24,7 +24,8 @@ class SerialEvaluator:
     ) -> list[dict | None]:
         """Results in task order; ``on_result(task, result)`` after each one.
 
-        Once ``stop`` (an evores.execution.stopping.StopRequest) is set, no further task starts; their
+        Once ``stop`` (an evores.execution.stopping.StopRequest) is set, no further task starts;
+        their
         results are None. The running task is finished, unless a second stop signal interrupts
         it (RunInterrupted); it is then in ``abandoned``.
         """

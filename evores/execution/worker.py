@@ -30,11 +30,11 @@ from evores.core.results import (
     one_line,
 )
 from evores.data.cache import DatasetCache
-from evores.reporting.winner import candidate_path
+from evores.data.resizing import ResizerSpec, resizer_spec
+from evores.store.rundir import candidate_path
 from evores.strategies.space import SearchSpace
 from evores.training.device import configure_process, resolve_device
 from evores.training.fitness import PreparedData, evaluate, train_and_test
-from evores.training.resizer import ResizerSpec, resizer_spec
 
 Work = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -86,7 +86,8 @@ def _check_signature(spec: str, function: Callable[..., Any]) -> None:
         raise ConfigError(
             f"fitness.function {spec!r} cannot be called as {_name_of(function)}"
             f"({', '.join(_POSITIONAL)}, *, {', '.join(_KEYWORDS)}) ({error}); give it "
-            "evores.training.fitness.evaluate's signature, or (hparams, resolution, data, **options)"
+            "evores.training.fitness.evaluate's signature, or "
+            "(hparams, resolution, data, **options)"
         ) from None
 
 
@@ -181,10 +182,12 @@ def make_work(
     config: dict[str, Any], cache: DatasetCache, run_dir: str | Path | None = None
 ) -> Work:
     """The task -> result function of one rank: the configured ``fitness.function``, or else
-    the built-in :func:`evores.training.fitness.evaluate` / :func:`evores.training.fitness.train_and_test`.
-    Makes this rank's process-wide device settings (:func:`evores.training.device.configure_process`).
+    the built-in :func:`evores.training.fitness.evaluate` /
+    :func:`evores.training.fitness.train_and_test`.
+    Makes this rank's process-wide device settings
+    (:func:`evores.training.device.configure_process`).
     With ``run_dir``, the built-in final retraining saves each candidate's network there
-    (:func:`evores.reporting.winner.candidate_path`), before its result is returned and logged."""
+    (:func:`evores.store.rundir.candidate_path`), before its result is returned and logged."""
     space = SearchSpace.from_dict(config["space"])
     train = config["train"]
     per_gpu = train["evaluations_per_gpu"]
@@ -301,7 +304,8 @@ def _ended_by_user_code(error: BaseException, wall_seconds: float) -> FitnessRes
     Ending the process from inside one evaluation would end a serial run without a word and
     hang an MPI job (rank 0 waits for the result). A KeyboardInterrupt is the user's code
     only where Python's own SIGINT handler is not installed: a run replaces it (see
-    evores.execution.stopping) and evaluating ranks ignore SIGINT; where it is installed (evores used
+    evores.execution.stopping) and evaluating ranks ignore SIGINT; where it is installed (evores
+    used
     as a library) it may be a real Ctrl-C, and goes on up.
     """
     real_ctrl_c = signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -18,11 +18,6 @@ from dataclasses import dataclass
 
 from evores.core.errors import ConfigError
 
-# The driver's exit code after a clean checkpoint on SIGUSR1/SIGTERM: "try again later"
-# (EX_TEMPFAIL in sysexits.h). The batch shell requeues the job when it sees it.
-EXIT_CHECKPOINTED = 75
-
-
 # --------------------------------------------------------------------------- job environment
 
 

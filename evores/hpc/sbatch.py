@@ -6,13 +6,13 @@ a body that lives here, in :data:`BODY_START`, :data:`LAUNCH` and :data:`BODY_EN
 (tests/test_slurm.py checks that each file's body equals :func:`script_body` for its mode, so
 edit the text here and copy it there).
 :func:`render_sbatch` writes the same body under ``#SBATCH`` flags computed from the run's
-``[slurm]`` config section: ``python -m evores.slurm --config FILE.toml > job.sbatch`` (the
-command users know; :mod:`evores.hpc.environment` hands it to :func:`main` here).
+``[slurm]`` config section: ``evores sbatch --config FILE.toml > job.sbatch`` (the command
+line is :mod:`evores.engine.cli`).
 
 Walltime and requeue (the body): the job asks SLURM for SIGUSR1 to the batch shell some time
 before the limit (``--signal=B:USR1@N``). The shell forwards it to ``srun``, which forwards it to
 every rank; rank 0 stops handing out work, checkpoints and exits with
-:data:`evores.hpc.environment.EXIT_CHECKPOINTED`. When the step has ended without ``summary.json`` and
+:data:`evores.core.exits.EXIT_CHECKPOINTED`. When the step has ended without ``summary.json`` and
 either the signal came or the driver exited with that code, the shell runs
 ``scontrol requeue $SLURM_JOB_ID``: the job restarts with the same id, hence the same run
 directory, and the script passes ``--resume`` because that directory already holds
@@ -21,15 +21,15 @@ directory, and the script passes ``--resume`` because that directory already hol
 
 from __future__ import annotations
 
-import argparse
+import copy
+import re
 import shlex
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from evores import config as configuration
-from evores.core.errors import ConfigError, EvoresError
+from evores.core.errors import ConfigError
+from evores.core.typed import checked_type, refuse_unknown
 
 MODES = ("single", "multinode", "cpu")
 
@@ -45,11 +45,11 @@ def _script(text: str) -> str:
 # rendered scripts, the positional arguments; LAUNCH[mode] starts the MPI step in between.
 BODY_START = _script(
     r"""
-# ---- from here on: evores.hpc.environment.script_body(); keep the copies in slurm/*.sbatch equal ----
+# ---- from here on: evores.hpc.sbatch.script_body(); keep the copies in slurm/*.sbatch equal ----
 # Not `set -e`: the exit status of srun is examined below.
 set -uo pipefail
 
-config=${1:?usage: sbatch [sbatch options] SCRIPT CONFIG.toml [RUN_DIR] [evores.engine.cli arguments]}
+config=${1:?usage: sbatch [sbatch options] SCRIPT CONFIG.toml [RUN_DIR] [evores run arguments]}
 # The default run directory is named by the job id, which a requeued job keeps.
 run_dir=${2:-runs/$SLURM_JOB_ID}
 shift $(( $# < 2 ? $# : 2 ))
@@ -131,11 +131,12 @@ LAUNCH = {
     "single": _script(
         r"""
 # Rank 0 drives; ranks 1..n-1 evaluate, train.evaluations_per_gpu per GPU when the job has
-# GPUs (the driver takes none: see evores.hpc.environment.local_gpu_index). srun of SLURM 22.05 does not
+# GPUs (the driver takes none: see evores.hpc.environment.local_gpu_index). srun of SLURM 22.05
+# does not
 # inherit --cpus-per-task.
 start_mps $(( ${SLURM_NTASKS:-1} - 1 )) 1
 srun --mpi=pmi2 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
-    "$python" -m evores.run --config "$config" --out "$run_dir" "${resume[@]}" "$@" &
+    "$python" -m evores run --config "$config" --out "$run_dir" "${resume[@]}" "$@" &
 """
     ),
     "multinode": _script(
@@ -156,7 +157,7 @@ export SLURM_HOSTFILE=${TMPDIR:-/tmp}/evores-hosts.$SLURM_JOB_ID
 } > "$SLURM_HOSTFILE"
 srun --mpi=pmi2 --distribution=arbitrary --ntasks=$(( ${#nodes[@]} * workers + 1 )) \
     --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" \
-    "$python" -m evores.run --config "$config" --out "$run_dir" "${resume[@]}" "$@" &
+    "$python" -m evores run --config "$config" --out "$run_dir" "${resume[@]}" "$@" &
 """
     ),
     "cpu": _script(
@@ -170,7 +171,7 @@ if (( ranks < 2 )); then
     exit 2
 fi
 srun --mpi=pmi2 --ntasks="$ranks" --cpus-per-task="$threads" \
-    "$python" -m evores.run --config "$config" --out "$run_dir" "${resume[@]}" \
+    "$python" -m evores run --config "$config" --out "$run_dir" "${resume[@]}" \
     --set "train.threads=$threads" "$@" &
 """
     ),
@@ -261,12 +262,12 @@ def render_sbatch(
     read, defaults filled in); ``run_dir`` None leaves the default, ``runs/<job id>``.
     """
     per_gpu = evaluations_per_gpu(config)
-    slurm = configuration.slurm_settings(config.get("slurm"), per_gpu)
+    slurm = slurm_settings(config.get("slurm"), per_gpu)
     flags = sbatch_flags(slurm, per_gpu)
     lines = [
         "#!/bin/bash",
-        "# An evores run, written by `python -m evores.slurm` from the [slurm] section of its",
-        "# config. Submit with `sbatch FILE`; arguments after FILE go to `python -m evores.run`.",
+        "# An evores run, written by `evores sbatch` from the [slurm] section of its",
+        "# config. Submit with `sbatch FILE`; arguments after FILE go to `evores run`.",
     ]
     for name in sorted(flags):
         value = flags[name]
@@ -286,32 +287,82 @@ def evaluations_per_gpu(config: Mapping[str, Any]) -> int:
     return value
 
 
-# --------------------------------------------------------------------------- command line
+# The [slurm] section: what `evores sbatch` turns into #SBATCH flags,
+# and what the walltime checks below hold the run's budgets against.
+SLURM_DEFAULTS: dict[str, Any] = {
+    "partition": "",  # "" = the cluster's default partition
+    "account": "",  # "" = the user's default account
+    "time": "01:00:00",  # walltime per allocation; a requeued job gets it again
+    "nodes": 1,
+    "gpus_per_node": 0,  # 0 = CPU only
+    "cpus_per_task": 1,
+    "workers_per_node": 0,  # evaluating ranks per node; 0 = evaluations_per_gpu per GPU, or 2
+    "signal_seconds": 120,  # walltime warning (SIGUSR1) this long before the limit; 0 = none
+    "extra": [],  # more sbatch flags, "--flag=value" or "--flag"; they replace generated ones
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m evores.slurm``: print the batch script of a run; exit 2 on a bad config."""
-    parser = argparse.ArgumentParser(
-        prog="python -m evores.slurm",
-        description="Print the sbatch script of a run (from its config's [slurm] section).",
-    )
-    parser.add_argument("--config", type=Path, required=True, help="the run's TOML file")
-    parser.add_argument("--out", type=Path, help="run directory (default: runs/<job id>)")
-    parser.add_argument("--python", default="python", help="the python the job runs")
-    args = parser.parse_args(argv)
-    try:
-        config = configuration.load(args.config)
-    except EvoresError as error:
-        print(f"evores.hpc.environment: error: {error}", file=sys.stderr)
-        return 2
-    # Absolute, so the script works wherever it is submitted from.
-    sys.stdout.write(
-        render_sbatch(
-            config, config_path=args.config.resolve(), run_dir=args.out, python=args.python
+
+def slurm_settings(
+    section: Mapping[str, Any] | None, evaluations_per_gpu: int = 1
+) -> dict[str, Any]:
+    """A ``[slurm]`` section on its own (as the sbatch renderer gets it) with defaults filled
+    in and every value checked, as :func:`evores.config.load` checks it in a whole config
+    (whose ``train.evaluations_per_gpu`` is passed in)."""
+    slurm = copy.deepcopy(SLURM_DEFAULTS)
+    for key, value in dict(section or {}).items():
+        if key not in slurm:
+            refuse_unknown(f"slurm.{key}", slurm, origin="[slurm]")
+        slurm[key] = checked_type(f"slurm.{key}", slurm[key], value, strings=key == "extra")
+    check_slurm(slurm, evaluations_per_gpu)
+    return slurm
+
+
+def check_slurm(slurm: dict[str, Any], evaluations_per_gpu: int = 1) -> None:
+    """The ranges of the ``[slurm]`` values (their types are checked on merging)."""
+    for key in ("nodes", "cpus_per_task"):
+        if slurm[key] < 1:
+            raise ConfigError(f"slurm.{key} must be >= 1, got {slurm[key]}")
+    for key in ("gpus_per_node", "workers_per_node", "signal_seconds"):
+        if slurm[key] < 0:
+            raise ConfigError(f"slurm.{key} must be >= 0, got {slurm[key]}")
+    slots = slurm["gpus_per_node"] * evaluations_per_gpu
+    if slurm["gpus_per_node"] and slurm["workers_per_node"] > slots:
+        raise ConfigError(
+            f"slurm.workers_per_node = {slurm['workers_per_node']} exceeds slurm.gpus_per_node "
+            f"x train.evaluations_per_gpu = {slurm['gpus_per_node']} x {evaluations_per_gpu}: "
+            "each GPU takes that many evaluating ranks; use at most that many, 0 for as many, "
+            "or raise train.evaluations_per_gpu"
         )
+    limit = walltime_seconds(slurm["time"])
+    if slurm["signal_seconds"] >= limit:
+        raise ConfigError(
+            f"slurm.signal_seconds = {slurm['signal_seconds']} is not below slurm.time = "
+            f"{slurm['time']!r} ({limit} s); warn earlier than the walltime or give more time"
+        )
+    for flag in slurm["extra"]:
+        if not re.fullmatch(r"--[a-z][a-z0-9-]*(=.*)?", flag, flags=re.DOTALL):
+            raise ConfigError(
+                f"slurm.extra entry {flag!r} is not a long sbatch flag; write '--flag=value' "
+                "or '--flag', e.g. '--qos=high'"
+            )
+
+
+
+def walltime_seconds(text: str) -> int:
+    """SLURM's time formats (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) -> seconds."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if match:
+        days, first, second, third = (int(g) if g else 0 for g in match.groups())
+        if match[1]:  # D-H, D-H:M, D-H:M:S
+            seconds = ((days * 24 + first) * 60 + second) * 60 + third
+        elif match[4]:  # H:M:S
+            seconds = (first * 60 + second) * 60 + third
+        else:  # M, M:S
+            seconds = first * 60 + second
+        if seconds > 0:
+            return seconds
+    raise ConfigError(
+        f"slurm.time {text!r} is not a positive SLURM time; use e.g. '01:00:00' (H:M:S), "
+        "'90' (minutes) or '2-00:00:00' (days-H:M:S)"
     )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

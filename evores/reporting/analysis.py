@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evores.store.checkpoint import RunDirectory
 from evores.core.errors import CheckpointError
 from evores.core.results import FAILURE_NAN, KIND_FINAL, KIND_SEARCH, OK
+from evores.store.checkpoint import RunDirectory
+from evores.store.names import SUMMARY_FILES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 NOT_FINITE = "not_finite"
-SUMMARY_FILES = ("summary.json", "summary.provisional.json")
 # The depth column of each list gene; other list genes get none.
 DEPTHS = {"conv_filters": "conv_layers", "fc_units": "fc_layers"}
 LOG_FIELDS = ("kind", "stage", "generation", "index", "resolution", "seed", "status",

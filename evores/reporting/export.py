@@ -11,20 +11,16 @@ search and has no validation score; it is not exported. The run directory is onl
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from evores import config as configuration
-from evores.store.checkpoint import CONFIG, RunDirectory
-from evores.core.errors import CheckpointError, EvoresError, ExportError
+from evores.core.errors import CheckpointError, ExportError
 from evores.core.results import INTERRUPTED, KIND_SEARCH
+from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.strategies.space import SearchSpace
 from evores.strategies.tpe import OutsideSpace, frozen_trial, quiet_optuna
 
-EXIT_USAGE = 2
 # Copied to each trial's user attributes when the record has them.
 TRIAL_ATTRS = ("key", "resolution", "seed", "elite_of", "probe_of", "failure", "reason",
                "best_epoch", "epochs", "wall_seconds", "n_parameters", "repairs")  # fmt: skip
@@ -127,34 +123,3 @@ def _trial(space: SearchSpace, below: SearchSpace, record: dict[str, Any]) -> An
             f"evaluation {record['key']} of the log lies outside its stage's search space "
             f"({error}); was {CONFIG} edited after the run?"
         ) from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m evores.export",
-        description="Write an evores run as Optuna studies, one per stage.",
-    )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run's --out directory")
-    parser.add_argument(
-        "--optuna-storage", required=True, metavar="URL", help="e.g. sqlite:///run.db"
-    )
-    parser.add_argument(
-        "--study-prefix", metavar="NAME", help="study names' prefix (default: RUN_DIR's name)"
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        names = export(args.run_dir, args.optuna_storage, args.study_prefix)
-    except EvoresError as error:
-        print(f"evores.reporting.export: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    for name in names:
-        print(name)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -50,6 +50,7 @@ from typing import Any
 from evores.core.atomic import write_json
 from evores.core.results import KIND_SEARCH, OK
 from evores.core.seeding import derive_seed
+from evores.store.names import IMPORTANCE, IMPORTANCE_PLOT
 from evores.strategies.space import SearchSpace
 
 __all__ = [
@@ -63,8 +64,6 @@ __all__ = [
     "write_importance",
 ]
 
-IMPORTANCE = "importance.json"
-IMPORTANCE_PLOT = "importance.png"
 
 # The genes, in the heat map's order, and what each one's number is.
 GENES = {
@@ -203,7 +202,7 @@ def run_importance(config: dict[str, Any], records: Sequence[dict[str, Any]]) ->
 
 def write_importance(directory: Path, config: dict[str, Any], records: Sequence[dict]) -> dict:
     """Write ``importance.json`` and ``importance.png`` into the run directory; the record."""
-    from evores.reporting.summary import plot_importance
+    from evores.reporting.plots import plot_importance
 
     data = run_importance(config, records)
     write_json(Path(directory) / IMPORTANCE, data)

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evores.core.exits import EXIT_NO_RESULT
 from evores.core.results import (
     FAILED,
     FAILURE_BUDGET,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evores")
 
-EXIT_NO_RESULT = 4  # the run ended cleanly, but no evaluation it needed succeeded
 
 # What to check when the failures of a stage are mostly of one type.
 _CHECK = {

@@ -1,6 +1,7 @@
 """A run's progress on the log: the progress lines, the stage and final lines, and the ETA.
 
-Everything here reads a search through its typed view (:class:`evores.strategies.ladder.Progress`) and
+Everything here reads a search through its typed view (:class:`evores.strategies.ladder.Progress`)
+and
 returns text; the driver decides when to log it. Lines look like ``stage 2/3  64 px  evals
 40/72  best 0.812  median 0.640  elapsed 3m12s  eta 1m40s`` (see ``report.format_progress``);
 the median is ``stats.median``, the one the plots draw. The ETA and the failure count come
@@ -13,10 +14,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from evores.strategies.ladder import SEARCH, Progress
-from evores.reporting.summary import format_progress
 from evores.core.results import FAILED, KIND_SEARCH, OK
 from evores.core.stats import median
+from evores.reporting.summary import format_progress
+from evores.strategies.ladder import SEARCH, Progress
 
 # Until a second resolution is measured, a later stage's evaluation is assumed to cost its
 # pixel count's share (cost ~ resolution ** 2), the compute of a convolution.

@@ -30,15 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from evores import config as configuration
-from evores.reporting import importance
-from evores.reporting import summary as report
 from evores.core.atomic import write_json
-from evores.store.checkpoint import CONFIG, EVALUATIONS, SUMMARY, RunDirectory
 from evores.core.errors import CheckpointError
+from evores.reporting import importance, plots
+from evores.reporting import summary as report
+from evores.store.checkpoint import CONFIG, EVALUATIONS, SUMMARY, RunDirectory
+from evores.store.names import PLOTS, PROVISIONAL_SUMMARY, RECOMPUTED_SUMMARY
 from evores.store.resume import check_config_unchanged, read_log, state_problems
 from evores.store.rundir import DATA_REPORT, RunData
-
-RECOMPUTED_SUMMARY = "summary.recomputed.json"
 
 
 @dataclass(frozen=True)
@@ -101,9 +100,9 @@ def _recompute(run_dir: RunDirectory, config: dict[str, Any]) -> Recomputed:
         wall = stored["wall_seconds"] if finished else _run_time(checkpoint, records)
         summary = report.summary(config, view, search.winner(), records, data, wall, not finished)
         name, differs = _write_summary(run_dir, summary, stored if finished else None)
-    report.plot_run(run_dir.path, records, view.transitions)
+    plots.plot_run(run_dir.path, records, view.transitions)
     importance.write_importance(run_dir.path, config, records)
-    files = [*report.PLOTS.values(), importance.IMPORTANCE, importance.IMPORTANCE_PLOT]
+    files = [*PLOTS.values(), importance.IMPORTANCE, importance.IMPORTANCE_PLOT]
     return Recomputed(name, finished, differs, files)
 
 
@@ -113,8 +112,8 @@ def _write_summary(
     """Where the summary goes (see the module's docstring), and the keys in which a finished
     run's ``summary.json`` differs from it."""
     if finished is None:
-        write_json(run_dir.file(report.PROVISIONAL_SUMMARY), summary)
-        return report.PROVISIONAL_SUMMARY, []
+        write_json(run_dir.file(PROVISIONAL_SUMMARY), summary)
+        return PROVISIONAL_SUMMARY, []
     differs = sorted(k for k in summary.keys() | finished.keys()
                      if summary.get(k) != finished.get(k))  # fmt: skip
     if not differs:
@@ -125,7 +124,7 @@ def _write_summary(
 
 def _stored_summary(run_dir: RunDirectory) -> dict[str, Any] | None:
     """The summary on disk (the final one, else the provisional one), or None."""
-    for name in (SUMMARY, report.PROVISIONAL_SUMMARY):
+    for name in (SUMMARY, PROVISIONAL_SUMMARY):
         path = run_dir.file(name)
         if not path.is_file():
             continue

@@ -19,8 +19,9 @@ from typing import Any
 from evores.core.errors import ConfigError
 from evores.core.results import FAILED, KIND_SEARCH, OK
 from evores.core.stats import median
+from evores.store.names import TENSORBOARD
 
-FOLDER = "tensorboard"
+FOLDER = TENSORBOARD
 
 
 class RunScalars:

@@ -11,7 +11,8 @@ writes ``winner.json``, before ``summary.json`` marks the run finished. A candid
 before a kill keeps its file, so a resumed run still finds it.
 
 :func:`load_model` gives the network back, ready in eval mode, with a ``predict`` function that
-downsamples images exactly as the dataset cache did (:func:`evores.data.resample.downsample`, with the
+downsamples images exactly as the dataset cache did (:func:`evores.data.resample.downsample`, with
+the
 run's filter and crop) and normalises them as the training did.
 
 safetensors, not ``torch.save``: a tensor file that loading cannot execute code from.
@@ -28,41 +29,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from evores.core.atomic import atomic_path, write_json
+from evores.core.atomic import write_json
 from evores.core.errors import CheckpointError
+from evores.store.names import DESCRIPTION, WEIGHTS
+from evores.store.rundir import candidate_path
+from evores.training.weights import read_metadata
 
 log = logging.getLogger("evores")
 
-WEIGHTS = "winner.safetensors"
-DESCRIPTION = "winner.json"
-CANDIDATE = "final-{index}.safetensors"
 # What load_model reads from winner.json.
 NEEDED = ("hparams", "resolution", "mean", "std", "class_names", "filter", "crop")
-
-
-def candidate_path(run_dir: str | Path, index: int) -> Path:
-    """Where the final retraining writes the weights of final candidate ``index``."""
-    return Path(run_dir) / CANDIDATE.format(index=index)
-
-
-def save_weights(model, path: str | Path, metadata: dict[str, Any]) -> None:
-    """``model``'s tensors (float32 on the CPU, contiguous) to ``path`` atomically, with
-    ``metadata`` (JSON-able values) stored as the file's string metadata."""
-    from safetensors.torch import save_file
-
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in
-               model.state_dict().items()}  # fmt: skip
-    strings = {name: json.dumps(value) for name, value in metadata.items()}
-    with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata=strings)
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata :func:`save_weights` stored in ``path``."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        return {name: json.loads(value) for name, value in (handle.metadata() or {}).items()}
 
 
 def keep_winner(run_dir: str | Path, config: dict[str, Any], cache, final, winner) -> None:
@@ -134,8 +110,9 @@ def _read_winner(run_dir: Path):
     mode; CheckpointError (one line) for a run without them or with damaged ones."""
     from safetensors.torch import load_file
 
+    from evores.data.resizing import ResizerSpec
     from evores.training.model import build_cnn
-    from evores.training.resizer import ResizerSpec, with_resizer
+    from evores.training.resizer import with_resizer
 
     if not (run_dir / DESCRIPTION).is_file() or not (run_dir / WEIGHTS).is_file():
         why = (

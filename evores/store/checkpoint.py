@@ -21,18 +21,12 @@ from typing import Any
 from evores.core.atomic import write_json, write_text
 from evores.core.errors import CheckpointError, ConfigError
 from evores.hpc.environment import job_id
+from evores.store.names import CHECKPOINT, CONFIG, EVALUATIONS, LOCK, PREVIOUS, REJECTED, SUMMARY
 
 log = logging.getLogger("evores.store.checkpoint")
 
 FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 
-CONFIG = "config.toml"
-EVALUATIONS = "evaluations.jsonl"
-CHECKPOINT = "checkpoint.json"
-PREVIOUS = "checkpoint.prev.json"
-SUMMARY = "summary.json"
-LOCK = "lock.json"
-REJECTED = "evaluations.rejected.jsonl"  # log records a resume found unusable, set aside
 
 # What evores.core.atomic names a temporary file: "." + the target's name + 8 random characters.
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")

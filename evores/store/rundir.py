@@ -21,10 +21,10 @@ from typing import Any
 from evores.core.atomic import write_json
 from evores.core.errors import CheckpointError
 from evores.store.checkpoint import RunDirectory
+from evores.store.names import CANDIDATE, DATA_REPORT
 
 log = logging.getLogger("evores.store.checkpoint")
 
-DATA_REPORT = "data_report.json"
 
 
 def out_path(text: str) -> Path:
@@ -78,3 +78,8 @@ def keep_data_report(run_dir: RunDirectory, cache: Any) -> RunData:
             f"{list(cache.class_names)}); resume with the data it started with, or start anew"
         )
     return data
+
+
+def candidate_path(run_dir: str | Path, index: int) -> Path:
+    """Where the final retraining writes the weights of final candidate ``index``."""
+    return Path(run_dir) / CANDIDATE.format(index=index)

@@ -11,7 +11,8 @@ a stage change the top-k elites are re-evaluated at the new resolution and, with
 offspring, seed the next population; the search ranges may narrow around them (Hinz et al.
 2018). After the last stage the best k are retrained on train + validation at the final
 resolution and scored once on the test split. The stage bookkeeping it shares with
-``evores.strategies.steady`` lives in ``evores.strategies.ladder``; the state adds ``generation`` to its keys.
+``evores.strategies.steady`` lives in ``evores.strategies.ladder``; the state adds ``generation``
+to its keys.
 """
 
 from __future__ import annotations

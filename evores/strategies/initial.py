@@ -48,7 +48,10 @@ def checked_value(value: Any) -> str | list[dict[str, Any]]:
 
 
 def check_genomes(
-    genomes: list[dict[str, Any]], space: SearchSpace, population: int, where: list[str] | None = None
+    genomes: list[dict[str, Any]],
+    space: SearchSpace,
+    population: int,
+    where: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The validated ``genomes`` (see the module docstring), at most ``population``; ``where``
     names each in the messages (by default its place in the list)."""

@@ -256,7 +256,8 @@ class Ladder:
         """The carried elites and the probe (``low``: members of the stage below) against their
         re-evaluations at this stage (``high``, in the same order; the first ``n_elites`` are the
         elites): the fidelity record of the
-        stage change (:func:`evores.strategies.fidelity.measure`); with ``schedule.adaptive``, it may widen
+        stage change (:func:`evores.strategies.fidelity.measure`); with ``schedule.adaptive``, it
+        may widen
         this stage's space again (:func:`evores.strategies.fidelity.after_transition`)."""
         state = self.state
         measured = fidelity.measure(
@@ -286,9 +287,11 @@ class Ladder:
     def close_stage(self, elapsed: float) -> None:
         """Record the stage's summary; then the final phase after the last stage, or the next
         stage, which starts from the best ``schedule.elites`` (``carried``) and a probe of the
-        stage (``probe``, :func:`evores.strategies.fidelity.probe_members`), in a space narrowed around
+        stage (``probe``, :func:`evores.strategies.fidelity.probe_members`), in a space narrowed
+        around
         the elites (Hinz et al. 2018) when ``schedule.narrow``; ``schedule.adaptive`` may carry
-        more elites and keep the space (:func:`evores.strategies.fidelity.plan_next_stage`). A stage in
+        more elites and keep the space (:func:`evores.strategies.fidelity.plan_next_stage`). A
+        stage in
         which no evaluation succeeded ends the run there: phase :data:`DONE`, no final
         candidates."""
         state = self.state

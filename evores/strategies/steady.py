@@ -2,7 +2,8 @@
 
 ``SteadyStateSearch`` is the ``search.asynchronous = true`` sibling of ``LadderSearch``:
 instead of a generation barrier, ``ask_one`` breeds one individual from the current population
-whenever a worker frees and ``tell_one`` inserts one result. Both hold an ``evores.strategies.ladder.Ladder``
+whenever a worker frees and ``tell_one`` inserts one result. Both hold an
+``evores.strategies.ladder.Ladder``
 for what they share (operators, stage bookkeeping, final phase), so their states have the same
 keys where they mean the same (the driver's summary and the report read either), plus:
 
@@ -14,7 +15,8 @@ keys where they mean the same (the driver's summary and the report read either),
 
 Stage s hands out exactly ``schedule.evaluations[s]`` tasks; its first ``schedule.elites``
 births in a later stage re-evaluate the carried elites, the next ``len(probe)`` the fidelity
-probe (``evores.strategies.fidelity``). The stage closes when every one of its results is in, so stage
+probe (``evores.strategies.fidelity``). The stage closes when every one of its results is in, so
+stage
 changes are the only barrier. Birth b of stage s draws its genome from
 ``derive_rng(seed, "async-breed", s, b)`` and is evaluated with
 ``derive_seed(seed, "async-eval", s, b)``; what it breeds from is the population at the moment

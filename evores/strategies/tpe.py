@@ -1,6 +1,7 @@
 """The bridge between evores genomes and Optuna trials, in one place.
 
-A genome's Optuna form is what :meth:`evores.strategies.space.SearchSpace.suggest` asks a trial for: the
+A genome's Optuna form is what :meth:`evores.strategies.space.SearchSpace.suggest` asks a trial
+for: the
 flat encoding's names, depth first and then one parameter per layer, a zero-allowed penalty as
 a boolean ``<name>_zero`` asked before its value. :func:`trial_params` replays a genome through
 ``suggest`` to get those parameters and their distributions, so the two can never disagree;

@@ -131,7 +131,8 @@ def evaluate(
     data loading excluded, one out-of-memory retry included). Same seed, same device and same
     thread count give a bit-identical result; another thread count may not (BLAS splits some
     gradient reductions by thread), so pass ``threads`` to make runs comparable.
-    ``precision``: "auto", "fp32" or "bf16" (see :func:`evores.training.device.resolve_precision`; the
+    ``precision``: "auto", "fp32" or "bf16" (see :func:`evores.training.device.resolve_precision`;
+    the
     result records the one used). On a GPU, see ``train.deterministic``
     (:func:`evores.training.device.configure_process`).
     """
@@ -169,7 +170,7 @@ def train_and_test(
     has status "failed" and ``test_accuracy`` 0.0. With PreparedData, its evaluation arrays
     are scored as the test set (build it with ``from_cache(..., final=True)``).
     ``weights_to``: a path where a successful retraining's network is saved, as safetensors
-    with what rebuilding it needs (:func:`evores.reporting.winner.save_weights`).
+    with what rebuilding it needs (:func:`evores.training.weights.save_weights`).
     """
     _check_counts(epochs=epochs)
     start = time.perf_counter()
@@ -282,7 +283,7 @@ def _fit(
 def _save_network(network: nn.Module, hparams: dict, data: PreparedData, path) -> None:
     """The trained network with its genome (as repaired and built), resolution and the
     normalisation of its training data: all that rebuilding and feeding it needs."""
-    from evores.reporting.winner import save_weights  # lazy: safetensors only for a kept network
+    from evores.training.weights import save_weights  # lazy: safetensors only for a kept network
 
     metadata = {
         "hparams": hparams,

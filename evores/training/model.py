@@ -49,7 +49,8 @@ def build_cnn(hparams: dict, resolution: int, n_classes: int, in_channels: int =
     """The network for ``hparams`` on square ``resolution`` px images with ``n_classes`` outputs.
 
     Weights are drawn from torch's global RNG (PyTorch's default initialisers); callers that
-    need reproducibility seed it, as :func:`evores.training.fitness.evaluate` does inside ``fork_rng``.
+    need reproducibility seed it, as :func:`evores.training.fitness.evaluate` does inside
+    ``fork_rng``.
     """
     filters, kernels, units = _layers(hparams, resolution)
     layers: list[nn.Module] = []

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from evores.core.errors import ConfigError, DataError
+from evores.data.resizing import ResizerSpec
 from evores.training.device import resolve_device
-from evores.training.resizer import ResizerSpec
 
 
 def _tensor(array: Any) -> torch.Tensor:

@@ -19,67 +19,19 @@ only some images are smaller they are upscaled, as for any resolution.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evores.core.errors import ConfigError
+from evores.data.resizing import ResizerSpec
 
 __all__ = [
-    "RESIZERS",
     "LearnedResizer",
     "ResizedClassifier",
-    "ResizerSpec",
-    "resizer_spec",
     "with_resizer",
 ]
 
-RESIZERS = ("fixed", "learned")
 _SLOPE = 0.2  # LeakyReLU's negative slope, as in the paper
-
-
-@dataclass(frozen=True)
-class ResizerSpec:
-    """A learned resizer's shape: channels ``width``, residual ``blocks``, and the ``source``
-    resolution it reads (0: twice the target resolution)."""
-
-    width: int = 16
-    blocks: int = 1
-    source: int = 0
-
-    def __post_init__(self) -> None:
-        if self.width < 1 or self.blocks < 0 or self.source < 0:
-            raise ConfigError(
-                f"learned resizer width={self.width}, blocks={self.blocks}, "
-                f"source={self.source}: need width >= 1, blocks >= 0, source >= 0 (0 = 2x)"
-            )
-
-    def source_for(self, resolution: int) -> int:
-        """The source resolution it reads for a ``resolution`` px target."""
-        source = self.source or 2 * resolution
-        if source < resolution:
-            raise ConfigError(
-                f"data.resizer_source {source} is below the stage resolution {resolution}; "
-                "the resizer shrinks images: set it to at least the largest resolution, or 0 (2x)"
-            )
-        return source
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def resizer_spec(data: dict[str, Any]) -> ResizerSpec | None:
-    """The config's ``[data]`` resizer settings: a spec for "learned", None for "fixed"."""
-    if data.get("resizer", "fixed") == "fixed":
-        return None
-    return ResizerSpec(
-        width=int(data["resizer_width"]),
-        blocks=int(data["resizer_blocks"]),
-        source=int(data["resizer_source"]),
-    )
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
