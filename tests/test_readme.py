@@ -1,4 +1,6 @@
-"""The README's quick start and .ci/run must not drift apart; its examples run."""
+"""The README's quick start and .ci/run must not drift apart; the examples of the README and of
+docs/ run. An example is found by what it contains, wherever it lives, and identical copies
+run once."""
 
 import json
 import re
@@ -7,6 +9,39 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def name(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def python_blocks(containing: str) -> list:
+    """Every distinct ```python block of the README and docs/ that contains ``containing``, as
+    pytest params named after the first file holding it."""
+    found: dict[str, str] = {}
+    for path in DOCUMENTS:
+        for block in re.findall(r"```python\n(.*?)```", path.read_text(), re.S):
+            if containing in block:
+                found.setdefault(block, name(path))
+    return [pytest.param(block, id=where) for block, where in found.items()]
+
+
+def sections(heading: str) -> list:
+    """The text under every ``## heading`` of the README and docs/, up to the next ``## ``."""
+    found = []
+    for path in DOCUMENTS:
+        text = path.read_text()
+        if f"\n## {heading}\n" in text:
+            section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+            found.append(pytest.param(section, id=name(path)))
+    return found
+
+
+OPTUNA_EXAMPLES = python_blocks("import optuna")
+SEARCH_EXAMPLES = python_blocks("evores.load_run(")
+WARM_START_SECTIONS = sections("Warm starts")
 
 
 def quick_start_commands() -> list[str]:
@@ -23,16 +58,19 @@ def quick_start_commands() -> list[str]:
 
 def test_quick_start_is_two_commands_and_ci_runs_the_second():
     run_job, run_tests = quick_start_commands()
-    assert "python -m evores.run" in run_job
+    assert "python -m evores run " in run_job
     assert "pytest" in run_tests
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert run_tests in ci_lines
 
 
-def test_the_optuna_example_is_five_lines_and_scores_a_real_trial(tmp_path, monkeypatch):
+def test_every_kind_of_example_is_documented_somewhere():
+    assert OPTUNA_EXAMPLES and SEARCH_EXAMPLES and WARM_START_SECTIONS
+
+
+@pytest.mark.parametrize("block", OPTUNA_EXAMPLES)
+def test_the_optuna_example_is_five_lines_and_scores_a_real_trial(block, tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna", reason="optuna is in the test extra")
-    text = (ROOT / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "import optuna" in b]
     lines = [line for line in block.splitlines() if line.strip()]
     assert len(lines) == 5 and lines[-1].startswith("optuna.create_study")
     monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path))
@@ -45,10 +83,9 @@ def test_the_optuna_example_is_five_lines_and_scores_a_real_trial(tmp_path, monk
     assert 0.0 < value <= 1.0
 
 
-def test_the_python_example_runs_a_search_and_reads_it_back(tmp_path, monkeypatch):
+@pytest.mark.parametrize("block", SEARCH_EXAMPLES)
+def test_the_python_example_runs_a_search_and_reads_it_back(block, tmp_path, monkeypatch):
     pytest.importorskip("pandas", reason="pandas is in the test extra")
-    text = (ROOT / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "evores.load_run(" in b]
     monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
@@ -62,11 +99,10 @@ def test_the_python_example_runs_a_search_and_reads_it_back(tmp_path, monkeypatc
     assert abs(float(probabilities.sum()) - 1.0) < 1e-5
 
 
+@pytest.mark.parametrize("section", WARM_START_SECTIONS)
 def test_the_warm_start_examples_start_from_the_known_genome_then_from_the_run(
-    tmp_path, monkeypatch
+    section, tmp_path, monkeypatch
 ):
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Warm starts", 1)[1].split("\n## ", 1)[0]
     [table] = re.findall(r"```toml\n(.*?)```", section, re.S)
     [block] = re.findall(r"```python\n(.*?)```", section, re.S)
     monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
