@@ -71,7 +71,7 @@ def test_a_config_dict_takes_the_overrides_section_by_section():
 def test_the_command_line_called_twice_logs_through_one_handler(tmp_path, capsys):
     for _ in range(2):
         assert run.main(["--out", str(tmp_path / "run"), "--set", "seed=x"]) == run.EXIT_USAGE
-    named = [h for h in logging.getLogger("evores").handlers if h.get_name() == "evores.engine.cli"]
+    named = [h for h in logging.getLogger("evores").handlers if h.get_name() == "evores.cli"]
     assert len(named) == 1
     assert capsys.readouterr().err.count("evores: error:") == 2
     logging.getLogger("evores").removeHandler(named[0])

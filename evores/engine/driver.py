@@ -23,6 +23,7 @@ from evores.reporting import summary as report
 from evores.reporting.winner import keep_winner
 from evores.store import resume, rundir
 from evores.store.checkpoint import RunDirectory
+from evores.store.state import checkpoint
 from evores.strategies.generational import LadderSearch
 from evores.strategies.ladder import FINAL, SEARCH
 from evores.strategies.steady import SteadyStateSearch
@@ -126,8 +127,9 @@ class Driver:
             log.warning("could not write the provisional summary and plots: %s", error)
 
     def _checkpoint(self, search: Search) -> None:
-        state = {"search": search.state, "elapsed": self.elapsed(), "logged": self.run_dir.n_logged}
-        self.run_dir.save_checkpoint({**state, **self.config_record})
+        self.run_dir.save_checkpoint(
+            checkpoint(search.state, self.elapsed(), self.run_dir.n_logged, self.config_record)
+        )
         self.last_checkpoint = time.monotonic()
 
     def _log(self, task: Task, result: dict[str, Any], logged: Logged) -> None:

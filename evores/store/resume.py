@@ -27,6 +27,8 @@ from typing import Any
 from evores.core.errors import CheckpointError, ConfigError
 from evores.core.results import INTERRUPTED, KIND_FINAL, KIND_SEARCH, record_problems
 from evores.store.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, PREVIOUS, RunDirectory
+from evores.store.state import Checkpoint
+from evores.strategies.state import OPTIONAL_KEYS
 
 log = logging.getLogger("evores.store.checkpoint")
 
@@ -36,12 +38,11 @@ log = logging.getLogger("evores.store.checkpoint")
 RESUMABLE = ("stop.", "slurm.", "train.threads", "train.device", "data.cache_dir", "data.download")
 
 PHASES = ("search", "final", "done")
-# State keys a checkpoint may lack: carried and probe exist only while a later stage starts;
-# the rest came with the fidelity probe (a run started before it goes on without one).
-OPTIONAL_STATE = ("carried", "probe", "probe_size", "stage_members", "decisions", "unnarrowed")
 
 
-def read_back(run_dir: RunDirectory, config: dict[str, Any]) -> tuple[dict | None, list[dict]]:
+def read_back(
+    run_dir: RunDirectory, config: dict[str, Any]
+) -> tuple[Checkpoint | None, list[dict]]:
     """The checkpoint (None for a fresh run) and the usable log records of ``run_dir``, each
     checked; unusable records are set aside. Raises CheckpointError (one line) when the run
     cannot be resumed as it is."""
@@ -226,7 +227,7 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
         fields["generation"] = lambda v: _is_int(v) and v >= 0
     for name, valid in fields.items():
         if name not in search:
-            if name not in OPTIONAL_STATE:
+            if name not in OPTIONAL_KEYS:
                 problems.append(f"{name} is missing")
         elif not valid(search[name]):
             problems.append(f"{name} = {_short(search[name])} is impossible for this run")

@@ -34,21 +34,22 @@ from evores.strategies.ladder import (
     final_entry,
     member,
 )
+from evores.strategies.state import GenerationalState, upgrade
 from evores.strategies.tpe import tpe_genomes
 
 
 class LadderSearch(ClimbsLadder):
     """Genetic (``ga``), random or TPE (``tpe``) search over ``space`` under the schedule."""
 
-    def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any], state: GenerationalState | None = None):
         self.seed = config["seed"]
         self.schedule = config["schedule"]
         self.search = config["search"]
-        state = copy.deepcopy(state) if state is not None else self._initial_state(config)
+        state = upgrade(copy.deepcopy(state)) if state is not None else self._initial_state(config)
         self.ladder = Ladder(config, state)
 
     @staticmethod
-    def _initial_state(config: dict[str, Any]) -> dict[str, Any]:
+    def _initial_state(config: dict[str, Any]) -> GenerationalState:
         shared = Ladder.initial_state(config)
         # "generation" right after "stage", where checkpoints have always had it.
         head = {key: shared.pop(key) for key in ("phase", "stage")}

@@ -35,6 +35,7 @@ from evores.core.results import KIND_FINAL, OK, Task, make_task
 from evores.core.seeding import derive_rng, derive_seed
 from evores.strategies import fidelity, operators
 from evores.strategies.space import SearchSpace
+from evores.strategies.state import LadderState
 
 # A run's phases: the search up the ladder, the final retraining, the end.
 SEARCH = "search"
@@ -128,19 +129,17 @@ def final_entry(task: Task, result: dict[str, Any]) -> dict[str, Any]:
 class Ladder:
     """The schedule's stages over one search's ``state`` dict (which it updates in place)."""
 
-    def __init__(self, config: dict[str, Any], state: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], state: LadderState):
         self.seed = config["seed"]
         self.schedule = config["schedule"]
         self.settings = config["search"]
         self.state = state
         self.toolbox = self._toolbox()
         self._space: SearchSpace | None = None  # state["space"] parsed; reset at stage change
-        # A run started by an evores without the probe (its state has no probe_size) goes on
-        # without one, so that it ends as it would have.
-        self.probe_size = state.get("probe_size", 0)
+        self.probe_size = state["probe_size"]
 
     @staticmethod
-    def initial_state(config: dict[str, Any]) -> dict[str, Any]:
+    def initial_state(config: dict[str, Any]) -> LadderState:
         """The keys both searches start with (each adds its own)."""
         return {
             "phase": SEARCH,

@@ -42,23 +42,24 @@ from evores.strategies.ladder import (
     final_entry,
     member,
 )
+from evores.strategies.state import SteadyState, upgrade
 from evores.strategies.tpe import tpe_genomes
 
 
 class SteadyStateSearch(ClimbsLadder):
     """Steady-state genetic (``ga``), random or TPE search: ``ask_one``/``tell_one``."""
 
-    def __init__(self, config: dict[str, Any], state: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any], state: SteadyState | None = None):
         self.seed = config["seed"]
         self.schedule = config["schedule"]
         self.search = config["search"]
-        state = copy.deepcopy(state) if state is not None else self._initial_state(config)
+        state = upgrade(copy.deepcopy(state)) if state is not None else self._initial_state(config)
         self.ladder = Ladder(config, state)
         # Not state: a resumed search hands out the tasks that were in flight first.
         self._reissue = [copy.deepcopy(task) for task in self.state["pending"]]
 
     @staticmethod
-    def _initial_state(config: dict[str, Any]) -> dict[str, Any]:
+    def _initial_state(config: dict[str, Any]) -> SteadyState:
         state = {**Ladder.initial_state(config), "births": 0, "pending": []}
         if config["search"]["strategy"] == "tpe":
             state["trials"] = []  # the stage's evaluations so far, which TPE is fitted to
