@@ -47,7 +47,6 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-
 def _resolve_data(data: dict[str, Any]) -> None:
     from evores.data.resample import CROPS, FILTERS
 
@@ -66,7 +65,6 @@ def _resolve_data(data: dict[str, Any]) -> None:
     _check_resizer(data)
 
 
-
 def _check_resizer(data: dict[str, Any]) -> None:
     from evores.data.resizing import RESIZERS
 
@@ -78,7 +76,6 @@ def _check_resizer(data: dict[str, Any]) -> None:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"data.{key} must be a whole number >= {low}, got {value!r}")
-
 
 
 def _check_resizer_run(config: dict[str, Any]) -> None:
@@ -97,7 +94,6 @@ def _check_resizer_run(config: dict[str, Any]) -> None:
             "data.resizer = 'learned' trains with evores's own training, but fitness.function "
             "is set; drop one of them"
         )
-
 
 
 def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
@@ -128,7 +124,6 @@ def _resolve_schedule(schedule: dict[str, Any], embedded: bool) -> None:
     _check_fidelity(schedule)
 
 
-
 def _check_fidelity(schedule: dict[str, Any]) -> None:
     probe = schedule["probe"]
     if not isinstance(probe, int) or isinstance(probe, bool) or probe < 0:
@@ -143,7 +138,6 @@ def _check_fidelity(schedule: dict[str, Any]) -> None:
             "schedule.adaptive needs the fidelity probe to measure with; set schedule.probe "
             ">= 1 (e.g. 8) or schedule.adaptive = false"
         )
-
 
 
 def _check_walltime(config: dict[str, Any]) -> None:
@@ -167,12 +161,10 @@ def _check_walltime(config: dict[str, Any]) -> None:
         )
 
 
-
 def _split_budget(total: int, stages: int) -> list[int]:
     """Hinz's decreasing split (3:2:1 for three stages) of ``total`` evaluations."""
     weights = list(range(stages, 0, -1))
     return [max(1, round(total * w / sum(weights))) for w in weights]
-
 
 
 def _check_search(search: dict[str, Any], schedule: dict[str, Any]) -> None:
@@ -214,7 +206,6 @@ def _check_search(search: dict[str, Any], schedule: dict[str, Any]) -> None:
         )
 
 
-
 def _check_train(train: dict[str, Any]) -> None:
     for key in ("max_epochs", "patience"):
         if train[key] < 1:
@@ -237,7 +228,6 @@ def _check_train(train: dict[str, Any]) -> None:
         )
 
 
-
 def _check_report(section: dict[str, Any]) -> None:
     import importlib.util
 
@@ -246,7 +236,6 @@ def _check_report(section: dict[str, Any]) -> None:
             "report.tensorboard = true needs the tensorboard package; "
             "pip install 'evores[tensorboard]' or set report.tensorboard = false"
         )
-
 
 
 def _check_fitness(fitness: dict[str, Any]) -> None:

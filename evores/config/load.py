@@ -53,7 +53,6 @@ def load(
     return resolved
 
 
-
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -75,7 +74,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
-
 def parse_override(item: str) -> dict[str, Any]:
     """``schedule.resolutions=[16,32]`` -> ``{"schedule": {"resolutions": [16, 32]}}``.
 
@@ -93,7 +91,6 @@ def parse_override(item: str) -> dict[str, Any]:
     if len(parts) > 2:
         raise ConfigError(f"--set {item!r}: keys have at most one dot (section.key)")
     return {parts[0]: value} if len(parts) == 1 else {parts[0]: {parts[1]: value}}
-
 
 
 def _merge(config: dict[str, Any], update: dict[str, Any], origin: str) -> set[str]:
@@ -119,7 +116,6 @@ def _merge(config: dict[str, Any], update: dict[str, Any], origin: str) -> set[s
             config[key] = _checked(key, config[key], value)
             given.add(key)
     return given
-
 
 
 def _warn_deprecated(update: dict[str, Any], origin: str) -> None:

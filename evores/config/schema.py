@@ -104,5 +104,3 @@ def defaults() -> dict[str, Any]:
     config[SPACE_SECTION] = _space_defaults()
     config["slurm"] = copy.deepcopy(SLURM_DEFAULTS)
     return config
-
-

@@ -15,7 +15,6 @@ def refuse_unknown(name: str, scope: dict[str, Any], origin: str) -> None:
     raise ConfigError(f"{origin}: unknown key {name!r}; valid keys here: {valid}")
 
 
-
 def checked_type(name: str, default: Any, value: Any, strings: bool = False) -> Any:
     """``value`` with the type of ``default`` (ints are accepted where floats are expected)."""
     if isinstance(default, bool) or isinstance(value, bool):
@@ -44,7 +43,6 @@ def checked_type(name: str, default: Any, value: Any, strings: bool = False) -> 
     return value
 
 
-
 def to_toml(config: dict[str, Any]) -> str:
     """The TOML text of a resolved configuration (scalars first, then one table per section)."""
     lines = [f"{key} = {to_toml_value(v)}" for key, v in config.items() if not isinstance(v, dict)]
@@ -53,7 +51,6 @@ def to_toml(config: dict[str, Any]) -> str:
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {to_toml_value(v)}" for key, v in values.items()]
     return "\n".join(lines) + "\n"
-
 
 
 def to_toml_value(value: Any) -> str:

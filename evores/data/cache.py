@@ -260,9 +260,7 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
     with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
         rows = _write_images(f, source, items, order, resolutions, params, scan, progress)
         kept = [(items[i], splits[i]) for i in rows]
-        check_split_classes(
-            [it for it, _ in kept], [s for _, s in kept], source.class_names, where
-        )
+        check_split_classes([it for it, _ in kept], [s for _, s in kept], source.class_names, where)
         _write_index(f, kept)
         report = _report(source, items, kept, scan, n_dropped, upscaled, started)
         _write_attrs(f, source, params, fingerprint, resolutions, report)

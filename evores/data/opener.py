@@ -34,7 +34,6 @@ def open_dataset(config: dict[str, Any]):
         ) from None
 
 
-
 def _open_cache(config: dict[str, Any], resolutions: list[int]):
     data = config["data"]
     return open_cache(

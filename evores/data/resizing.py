@@ -12,7 +12,6 @@ from evores.core.errors import ConfigError
 RESIZERS = ("fixed", "learned")
 
 
-
 @dataclass(frozen=True)
 class ResizerSpec:
     """A learned resizer's shape: channels ``width``, residual ``blocks``, and the ``source``
@@ -41,7 +40,6 @@ class ResizerSpec:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
-
 
 
 def resizer_spec(data: dict[str, Any]) -> ResizerSpec | None:

@@ -47,7 +47,6 @@ from evores.strategies.space import SearchSpace
 log = logging.getLogger("evores")
 
 
-
 @dataclass(frozen=True)
 class Request:
     """What a search is asked for: the config's sources, the run directory, fresh or resumed.

@@ -101,5 +101,3 @@ def make_evaluator(work: Work, comm: Any = None) -> Evaluator:
     if rank != 0:
         raise RuntimeError(f"make_evaluator called on rank {rank}; call serve(comm, work) there")
     return MPIEvaluator(comm)
-
-

@@ -174,4 +174,3 @@ def local_gpu_index(
             "elsewhere (or raise train.evaluations_per_gpu)"
         )
     return index
-

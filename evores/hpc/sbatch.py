@@ -302,7 +302,6 @@ SLURM_DEFAULTS: dict[str, Any] = {
 }
 
 
-
 def slurm_settings(
     section: Mapping[str, Any] | None, evaluations_per_gpu: int = 1
 ) -> dict[str, Any]:
@@ -346,7 +345,6 @@ def check_slurm(slurm: dict[str, Any], evaluations_per_gpu: int = 1) -> None:
                 f"slurm.extra entry {flag!r} is not a long sbatch flag; write '--flag=value' "
                 "or '--flag', e.g. '--qos=high'"
             )
-
 
 
 def walltime_seconds(text: str) -> int:

@@ -19,10 +19,6 @@ from evores.store.names import PLOTS
 _DPI = 100
 
 
-
-
-
-
 def _figure(size: tuple[float, float] = (7.0, 4.5)) -> Any:
     """A Figure drawn by an explicit Agg canvas and never registered with pyplot.
 
@@ -38,7 +34,6 @@ def _figure(size: tuple[float, float] = (7.0, 4.5)) -> Any:
     return fig
 
 
-
 def _save(fig: Any, path: Path) -> None:
     """Write the PNG atomically (readers never see half a plot), then free the figure."""
     try:
@@ -46,7 +41,6 @@ def _save(fig: Any, path: Path) -> None:
             fig.savefig(temporary, format="png")
     finally:
         fig.clear()
-
 
 
 def _message_plot(path: Path, message: str) -> None:
@@ -57,10 +51,8 @@ def _message_plot(path: Path, message: str) -> None:
     _save(fig, path)
 
 
-
 def _stage_of(record: dict) -> int:
     return int(record["stage"]) if "stage" in record else int(record["key"][0])
-
 
 
 def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
@@ -97,11 +89,9 @@ def progress_series(records: list[dict]) -> dict[str, np.ndarray]:
     }
 
 
-
 def _stage_starts(series: dict[str, np.ndarray]) -> np.ndarray:
     stage = series["stage"]
     return np.flatnonzero(np.r_[True, stage[1:] != stage[:-1]])
-
 
 
 def _boundary(x: np.ndarray, start: int, on_time_axis: bool) -> float:
@@ -112,16 +102,13 @@ def _boundary(x: np.ndarray, start: int, on_time_axis: bool) -> float:
     return float(x[start - 1]) if start > 0 else 0.0
 
 
-
 # The time axis's unit: the largest whose run still spans at least two of them.
 _TIME_UNITS = (("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0))
-
 
 
 def time_unit(seconds: float) -> tuple[str, float]:
     """The unit to plot a run of ``seconds`` in, and its length in seconds."""
     return next((u for u in _TIME_UNITS if seconds >= 2 * u[1]), _TIME_UNITS[-1])
-
 
 
 def _draw_progress(ax: Any, x: np.ndarray, series: dict[str, np.ndarray], unit: str) -> None:
@@ -162,7 +149,6 @@ def _draw_progress(ax: Any, x: np.ndarray, series: dict[str, np.ndarray], unit: 
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
 
-
 def plot_progress(records: list[dict], path_evaluations: Path, path_time: Path) -> None:
     """Best and median validation accuracy per stage against evaluations and wall time.
 
@@ -179,7 +165,6 @@ def plot_progress(records: list[dict], path_evaluations: Path, path_time: Path) 
         _save(progress_figure(series, on_time), path)
 
 
-
 def progress_figure(series: dict[str, np.ndarray], on_time: bool) -> Any:
     """The progress plot of :func:`progress_series` against evaluations or wall time (in the
     unit that suits the run's length)."""
@@ -192,7 +177,6 @@ def progress_figure(series: dict[str, np.ndarray], on_time: bool) -> Any:
     _draw_progress(fig.add_subplot(), x, series, unit)
     fig.tight_layout()
     return fig
-
 
 
 def plot_elites(transitions: list[dict], path: Path) -> None:
@@ -250,7 +234,6 @@ def plot_elites(transitions: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-
 def _elites_label(t: dict, low: list[float], high: list[float]) -> str:
     rho = t.get("rank_correlation")
     rho = spearman(low, high) if rho is None and len(low) > 1 else rho
@@ -263,7 +246,6 @@ def _elites_label(t: dict, low: list[float], high: list[float]) -> str:
     if t.get("n_failed"):
         label += f", {t['n_failed']} failed"
     return label + ")"
-
 
 
 def plot_importance(data: dict[str, Any], path: Path) -> None:
@@ -297,7 +279,6 @@ def plot_importance(data: dict[str, Any], path: Path) -> None:
     fig.colorbar(image, ax=ax, label="share of the explained variance")
     fig.tight_layout()
     _save(fig, path)
-
 
 
 def plot_run(directory: Path, records: list[dict[str, Any]], transitions: Sequence[dict]) -> None:

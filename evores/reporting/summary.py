@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["PROVISIONAL_SUMMARY", "completed", "format_progress", "summary"]
 
 
-
-
 def _duration(seconds: float) -> str:
     """Compact duration: 45s, 3m12s, 2h05m."""
     seconds = max(0, round(seconds))
@@ -121,4 +119,3 @@ def summary(
 
 
 # -- python -m evores.report RUN_DIR ------------------------------------------------------------
-

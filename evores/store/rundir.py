@@ -26,7 +26,6 @@ from evores.store.names import CANDIDATE, DATA_REPORT
 log = logging.getLogger("evores.store.checkpoint")
 
 
-
 def out_path(text: str) -> Path:
     """``--out``'s argparse type: an empty path would silently mean the current folder."""
     if not text.strip():

@@ -472,5 +472,3 @@ def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
         if int(value) < 1:
             raise ConfigError(f"{name}={value} must be a positive integer")
-
-

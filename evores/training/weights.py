@@ -22,7 +22,6 @@ def save_weights(model, path: str | Path, metadata: dict[str, Any]) -> None:
         save_file(tensors, str(temporary), metadata=strings)
 
 
-
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata :func:`save_weights` stored in ``path``."""
     from safetensors import safe_open
