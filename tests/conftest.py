@@ -14,6 +14,11 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (a fixture, for the slurm
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+# The tests live in folders that mirror evores' subpackages, and some import helpers of another
+# (test_initial drives runs as test_driver does): every folder is importable by module name.
+TEST_FOLDERS = sorted(str(path) for path in Path(__file__).parent.iterdir()
+                      if path.is_dir() and any(path.glob("test_*.py")))  # fmt: skip
+sys.path[:0] = [folder for folder in TEST_FOLDERS if folder not in sys.path]
 
 # A run small enough for a test: two rungs, a handful of short trainings.
 TINY_RUN = [
@@ -54,8 +59,8 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def cli_command(cache_dir: Path, args, overrides=(), mpi_ranks: int = 0, env=None):
-    """The command line and environment of ``python -m evores.run`` as the tests run it."""
-    command = [sys.executable, "-m", "evores.run", *args]
+    """The command line and environment of ``python -m evores run`` as the tests run it."""
+    command = [sys.executable, "-m", "evores", "run", *args]
     for item in overrides:
         command += ["--set", item]
     if mpi_ranks:
@@ -69,7 +74,7 @@ def cli_command(cache_dir: Path, args, overrides=(), mpi_ranks: int = 0, env=Non
 
 @pytest.fixture
 def cli(cache_dir):
-    """Run ``python -m evores.run`` (optionally under mpiexec) and return the CompletedProcess."""
+    """Run ``python -m evores run`` (optionally under mpiexec) and return the CompletedProcess."""
 
     def run(*args: str, overrides=(), mpi_ranks: int = 0, env=None, timeout=600):
         command, environment = cli_command(cache_dir, args, overrides, mpi_ranks, env)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds, spaces
+from hypothesis_strategies import seeds, spaces
 
 from evores.core.errors import ConfigError
 from evores.strategies.genes import ZERO_PROBABILITY, Categorical, Integer, LogFloat
@@ -87,7 +87,8 @@ def test_from_dict_partial_overrides_defaults() -> None:
 
 
 LEGACY_CHECKPOINT = (
-    Path(__file__).parent / "data" / "legacy-runs" / "sync-stopped" / "checkpoint.json"
+    Path(__file__).resolve().parents[1] / "data" / "legacy-runs" / "sync-stopped"
+    / "checkpoint.json"
 )
 
 

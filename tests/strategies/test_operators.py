@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import seeds, spaces
+from hypothesis_strategies import seeds, spaces
 
 from evores.core.errors import ConfigError
 from evores.strategies.genes import Categorical, Integer, LogFloat

@@ -25,7 +25,7 @@ from evores.execution.evaluators import (
 )
 from evores.training import fitness
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "mpi_evaluator_script.py"
 RESULT_FIELDS = {
     "val_accuracy",

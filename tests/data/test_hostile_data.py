@@ -24,7 +24,7 @@ from evores.core.errors import DataError
 from evores.data.cache import open_cache
 from evores.data.sources import ScanReport, open_source
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _noise(seed: int, size: int = 20) -> Image.Image:

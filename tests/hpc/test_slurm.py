@@ -27,7 +27,7 @@ from evores.core.exits import EXIT_CHECKPOINTED
 from evores.hpc import environment as slurm
 from evores.hpc import sbatch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = ROOT / "tests" / "data" / "expected.sbatch"
 SCRIPTS = {
     "single": "evores.sbatch",

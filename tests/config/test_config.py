@@ -2,6 +2,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from evores import config as configuration
 from evores.core.errors import ConfigError
@@ -125,7 +126,7 @@ def test_job_settings_that_cannot_work_are_refused(overrides, fragment):
 
 # --------------------------------------------------------------------------- [space] names
 
-LEGACY_CONFIG = Path(__file__).parent / "data" / "legacy-runs" / "sync-stopped" / "config.toml"
+LEGACY_CONFIG = ROOT / "tests" / "data" / "legacy-runs" / "sync-stopped" / "config.toml"
 
 
 def deprecations(caplog) -> list[str]:
@@ -243,7 +244,7 @@ def test_walltime_that_is_not_a_positive_slurm_time(text):
 def test_the_readme_documents_every_space_key_with_its_default():
     from evores.strategies.space import SearchSpace
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
     block = section.split("```toml\n", 1)[1].split("```", 1)[0]
     defaults = SearchSpace().to_dict()

@@ -21,7 +21,7 @@ import pytest
 from conftest import TINY_RUN, require_mpiexec, summary
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import spaces
+from hypothesis_strategies import spaces
 from test_run import assert_refused
 
 from evores import config as configuration

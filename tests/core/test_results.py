@@ -27,7 +27,7 @@ from evores.core.results import (
     one_line,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LEGACY = ROOT / "tests" / "data" / "legacy-runs"
 GENOME = {"learning_rate": 0.1, "conv_filters": [8], "conv_kernels": [3], "fc_units": [16]}
 

@@ -27,7 +27,7 @@ from evores.core.results import INTERRUPTED, record_problems
 from evores.data.cache import open_cache, read_cache
 from evores.store.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, LOCK, PREVIOUS, RunDirectory
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LEGACY = ROOT / "tests" / "data" / "legacy-runs"
 
 # The run of tests/data/legacy-runs: a search that trains nothing, so every run takes seconds.

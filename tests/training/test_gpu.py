@@ -25,7 +25,7 @@ from evores.execution.worker import make_work
 from evores.training import device as devices
 from evores.training.fitness import PreparedData, evaluate, train_and_test
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 
 cuda = pytest.mark.cuda

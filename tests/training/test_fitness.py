@@ -362,7 +362,7 @@ def test_keep_heap_is_opt_in_and_works_in_a_fresh_process():
         "import torch, evores.training.fitness as f; n = torch.get_num_threads(); "
         "print(f.keep_heap(), n == torch.get_num_threads())"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(sys.platform.startswith("linux")), "True"]

@@ -27,7 +27,7 @@ from evores.strategies.generational import LadderSearch
 from evores.strategies.space import SearchSpace
 from evores.strategies.steady import SteadyStateSearch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "mpi_steady_script.py"
 BUDGET = {16: 24, 32: 14, 64: 7}
 LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "HYDI_")

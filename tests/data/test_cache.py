@@ -17,7 +17,7 @@ from evores.data.resample import CROPS, FILTERS
 from evores.data.sources import Item
 from evores.data.splits import assign_splits
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 def _noise(seed: int, size=(48, 40)) -> Image.Image:
