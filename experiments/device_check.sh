@@ -1,6 +1,6 @@
 #!/bin/bash
 # The GPU check of evores, for a machine with one CUDA GPU; it fits in 8 minutes. It runs
-#   1. the CUDA-marked tests (tests/test_gpu.py, `-m cuda`);
+#   1. the CUDA-marked tests (tests/training/test_gpu.py, `-m cuda`);
 #   2. one `mpiexec -n 3` run with train.evaluations_per_gpu = 2 (the driver and two evaluating
 #      ranks sharing the one GPU, under CUDA MPS when nvidia-cuda-mps-control exists) on a short
 #      schedule, then the same run serially (K = 1), compared evaluation by evaluation;
@@ -158,7 +158,7 @@ throughput() {
 say "evores device check, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 step "environment" environment
 step "CUDA tests" timeout "${EVORES_CHECK_TESTS:-90}" python3 -m pytest -q -rs -m cuda \
-    tests/test_gpu.py
+    tests/training/test_gpu.py
 start_mps
 step "mpiexec -n 3, train.evaluations_per_gpu = 2, against a serial run" mpi_runs
 step "throughput" throughput

@@ -1,7 +1,7 @@
 """Run under ``mpiexec -n 3``: a SteadyStateSearch through MPIEvaluator.steady, whole and stopped.
 
 Usage: ``mpiexec -n 3 python tests/mpi_steady_script.py``. Rank 0 prints one JSON object (the
-last line of stdout) that tests/test_steady.py parses.
+last line of stdout) that tests/strategies/test_steady.py parses.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class Evaluator(Protocol):
     """What the driver needs of an evaluator; SerialEvaluator and MPIEvaluator both offer it.
 
     Runtime-checkable, so ``isinstance(x, Evaluator)`` tells whether ``x`` has every member
-    (not whether their signatures match: tests/test_evaluators.py checks those)."""
+    (not whether their signatures match: tests/execution/test_evaluators.py checks those)."""
 
     n_workers: int  # evaluations that can run at once
     abandoned: list[Task]  # tasks a stop left unfinished, after map() or steady()

@@ -3,7 +3,7 @@
 The batch scripts ``slurm/evores.sbatch`` (one node), ``slurm/evores-multinode.sbatch`` and
 ``slurm/evores-cpu.sbatch`` are a hand-written header (usage, ``#SBATCH`` defaults) followed by
 a body that lives here, in :data:`BODY_START`, :data:`LAUNCH` and :data:`BODY_END`
-(tests/test_slurm.py checks that each file's body equals :func:`script_body` for its mode, so
+(tests/hpc/test_slurm.py checks that each file's body equals :func:`script_body` for its mode, so
 edit the text here and copy it there).
 :func:`render_sbatch` writes the same body under ``#SBATCH`` flags computed from the run's
 ``[slurm]`` config section: ``evores sbatch --config FILE.toml > job.sbatch`` (the command

@@ -4,7 +4,7 @@ stored); the batch scripts on real SLURM.
 
 The `slurm`-marked tests bring up a single-node cluster (tests/slurm_cluster.py) and skip when
 SLURM is not installed (.ci/install-slurm installs it). Regenerate the stored expected script
-only deliberately: ``python tests/test_slurm.py --regenerate``.
+only deliberately: ``python tests/hpc/test_slurm.py --regenerate``.
 """
 
 from __future__ import annotations
@@ -665,4 +665,4 @@ if __name__ == "__main__":
         EXPECTED.write_text(render_expected())
         print(f"wrote {EXPECTED}")
     else:
-        sys.exit("usage: python tests/test_slurm.py --regenerate")
+        sys.exit("usage: python tests/hpc/test_slurm.py --regenerate")
