@@ -9,6 +9,7 @@ checkpoint falls back to the generation before it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -64,9 +65,25 @@ class RunDirectory:
         counts an evaluation that a machine crash could take out of the log. (An fsync per
         record cost 4-9 ms here, more than a short evaluation's whole overhead budget.)"""
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
-        with self.file(EVALUATIONS).open("a", encoding="utf-8") as stream:
-            stream.write(line + "\n")
+        self._append(EVALUATIONS, line + "\n")
         self.n_logged += 1
+
+    def _append(self, name: str, text: str) -> None:
+        """Append ``text`` to the run directory's file ``name``, never through a symbolic link
+        planted in its place (which would make the run write into a file of someone else's)."""
+        path = self.file(name)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            descriptor = os.open(path, flags, 0o666)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise CheckpointError(
+                f"{path} is a symbolic link, and evores writes only the run directory's own "
+                "files: remove the link (or put back the file it replaced), then run again"
+            ) from None
+        with os.fdopen(descriptor, "a", encoding="utf-8") as stream:
+            stream.write(text)
 
     def read_records(self, check: Check | None = None) -> list[dict[str, Any]]:
         """Every complete record of the evaluation log; a torn last line is skipped. With
@@ -111,8 +128,7 @@ class RunDirectory:
         if not self.rejected:
             return
         numbers = {number for number, _, _ in self.rejected}
-        with self.file(REJECTED).open("a", encoding="utf-8") as stream:
-            stream.writelines(line + "\n" for _, line, _ in self.rejected)
+        self._append(REJECTED, "".join(line + "\n" for _, line, _ in self.rejected))
         lines = self.file(EVALUATIONS).read_text(encoding="utf-8").splitlines()
         kept = [line for number, line in enumerate(lines, 1) if number not in numbers]
         write_text(self.file(EVALUATIONS), "".join(line + "\n" for line in kept))

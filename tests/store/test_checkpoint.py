@@ -130,3 +130,20 @@ def test_incompatible_format_is_refused(tmp_path):
     run.file(CHECKPOINT).write_text(json.dumps({"format": 99, "state": {}}))
     with pytest.raises(CheckpointError, match="incompatible"):
         run.load_checkpoint()
+
+
+@pytest.mark.parametrize("name", [EVALUATIONS, "evaluations.rejected.jsonl"])
+def test_appends_never_follow_a_symlink_planted_in_the_run_directory(tmp_path, name):
+    """A planted link would make the run append to a file outside it (issue 23, class 4)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    run_dir = RunDirectory(tmp_path / "run")
+    run_dir.create("seed = 1\n")
+    (run_dir.path / name).symlink_to(victim)
+    with pytest.raises(CheckpointError, match="is a symbolic link.*remove the link"):
+        if name == EVALUATIONS:
+            run_dir.append_record({"key": [0, 0, 0]})
+        else:
+            run_dir.rejected = [(1, '{"crafted": true}', ["wrong"])]
+            run_dir.set_aside_rejected()
+    assert victim.read_text() == "untouched\n"
