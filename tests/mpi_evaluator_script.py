@@ -1,7 +1,8 @@
 """Run under ``mpiexec -n N``: checks MPIEvaluator against SerialEvaluator, prints JSON on rank 0.
 
 Usage: ``mpiexec -n N python tests/mpi_evaluator_script.py --size N [--tasks T] [--fail I]``.
-Rank 0 prints one JSON object (the last line of stdout) that tests/execution/test_evaluators.py parses.
+Rank 0 prints one JSON object (the last line of stdout) that
+tests/execution/test_evaluators.py parses.
 """
 
 from __future__ import annotations

@@ -261,6 +261,9 @@ def render_sbatch(
     ``config`` is the run config (its ``[slurm]`` section and ``train.evaluations_per_gpu`` are
     read, defaults filled in); ``run_dir`` None leaves the default, ``runs/<job id>``.
     """
+    for name, value in (("the config path", config_path), ("the run directory", run_dir),
+                        ("--python", python)):  # fmt: skip
+        check_script_text(name, "" if value is None else str(value))
     per_gpu = evaluations_per_gpu(config)
     slurm = slurm_settings(config.get("slurm"), per_gpu)
     flags = sbatch_flags(slurm, per_gpu)
@@ -319,6 +322,10 @@ def slurm_settings(
 
 def check_slurm(slurm: dict[str, Any], evaluations_per_gpu: int = 1) -> None:
     """The ranges of the ``[slurm]`` values (their types are checked on merging)."""
+    for key in ("partition", "account", "time"):
+        check_script_text(f"slurm.{key}", slurm[key])
+    for flag in slurm["extra"]:
+        check_script_text("slurm.extra entry", flag)
     for key in ("nodes", "cpus_per_task"):
         if slurm[key] < 1:
             raise ConfigError(f"slurm.{key} must be >= 1, got {slurm[key]}")
@@ -345,6 +352,17 @@ def check_slurm(slurm: dict[str, Any], evaluations_per_gpu: int = 1) -> None:
                 f"slurm.extra entry {flag!r} is not a long sbatch flag; write '--flag=value' "
                 "or '--flag', e.g. '--qos=high'"
             )
+
+
+def check_script_text(name: str, value: str) -> None:
+    """Refuse a control character in what a batch script will hold: a newline in an
+    ``#SBATCH`` line would end it, and the rest would run as a command of the job."""
+    bad = next((c for c in str(value) if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{name} {str(value)!r} holds the control character {bad!r}, which a batch script "
+            "cannot carry safely; remove it"
+        )
 
 
 def walltime_seconds(text: str) -> int:

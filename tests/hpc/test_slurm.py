@@ -666,3 +666,40 @@ if __name__ == "__main__":
         print(f"wrote {EXPECTED}")
     else:
         sys.exit("usage: python tests/hpc/test_slurm.py --regenerate")
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"partition": "gpu\ntouch /tmp/evores-injected"},
+        {"account": "proj\r\nid"},
+        {"time": "01:00:00\n"},
+        {"extra": ["--qos=high\nrm -rf ~"]},
+        {"extra": ["--comment=a\x1bb"]},
+    ],
+)
+def test_a_control_character_never_reaches_the_batch_script(section):
+    """A newline in an #SBATCH line would run the rest as a command (issue 23, class 3)."""
+    with pytest.raises(ConfigError, match="control character"):
+        sbatch.render_sbatch({"slurm": section}, config_path="c.toml", run_dir=None)
+    with pytest.raises(ConfigError, match="control character"):
+        configuration.load(values={"slurm": section})
+
+
+@pytest.mark.parametrize("where", ["config_path", "run_dir", "python"])
+def test_the_scripts_paths_and_python_refuse_control_characters_too(where):
+    arguments = {"config_path": "c.toml", "run_dir": "runs/r", "python": "python"}
+    arguments[where] += "\nid"
+    with pytest.raises(ConfigError, match="control character"):
+        sbatch.render_sbatch({}, **arguments)
+
+
+def test_every_rendered_value_is_quoted_and_each_line_is_a_flag_or_the_body():
+    script = sbatch.render_sbatch(
+        {"slurm": {"partition": "a b;c", "account": "$(id)", "extra": ["--comment=`id`"]}},
+        config_path="my config.toml", run_dir="runs/$HOME", python="py thon",
+    )  # fmt: skip
+    head = script[: script.index(sbatch.script_body().splitlines()[0])].splitlines()
+    assert "#SBATCH --partition='a b;c'" in head and "#SBATCH --account='$(id)'" in head
+    assert "#SBATCH --comment='`id`'" in head
+    assert "set -- 'my config.toml' 'runs/$HOME' \"$@\"" in head and "python='py thon'" in head
