@@ -61,7 +61,7 @@ def to_toml_value(value: Any) -> str:
             raise ConfigError(f"cannot write the non-finite number {value} to TOML")
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+        return _toml_string(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         return "[\n" + "".join(f"    {to_toml_value(v)},\n" for v in value) + "]"  # a table a line
     if isinstance(value, list):
@@ -69,3 +69,15 @@ def to_toml_value(value: Any) -> str:
     if isinstance(value, dict):  # an inline table (search.initial's genomes)
         return "{" + ", ".join(f"{k} = {to_toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string. JSON's escapes are TOML's, but only for what JSON must escape:
+    characters outside the Basic Multilingual Plane are written as they are (JSON's ASCII form
+    would give surrogate pairs, which TOML refuses) and DEL, which JSON leaves raw, escaped."""
+    if any(0xD800 <= ord(character) <= 0xDFFF for character in text):
+        raise ConfigError(
+            f"cannot write {text!r} to TOML: it holds a lone surrogate (a file name that is not "
+            "valid UTF-8?); rename the file or give the value in UTF-8"
+        )
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evores import config as configuration
 from evores.core.errors import ConfigError
@@ -254,3 +256,17 @@ def test_the_readme_documents_every_space_key_with_its_default():
     for key, _, default, _ in rows:
         table[key.strip(" `")] = tomllib.loads(f"value = {default.strip(' `')}")["value"]
     assert table == defaults
+
+
+@given(st.text())
+@settings(max_examples=300, deadline=None)
+def test_any_string_survives_the_toml_round_trip(text):
+    """An emoji in data.path once became a surrogate pair TOML refuses (issue 23, class 16)."""
+    assert tomllib.loads(f"value = {configuration.to_toml_value(text)}")["value"] == text
+
+
+def test_a_config_with_characters_beyond_the_bmp_resolves_and_reads_back(tmp_path):
+    config = configuration.load(values={"data": {"path": "embedded"}, "slurm": {"account": "🧪"}})
+    path = tmp_path / "config.toml"
+    path.write_text(configuration.to_toml(config), encoding="utf-8")
+    assert configuration.load(path) == config
