@@ -25,10 +25,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     # mkstemp creates 0600 files; the result should be as readable as any file this process
     # creates (a team sharing a project directory sets its umask for that).
-    os.fchmod(handle, 0o666 & ~current_umask())
+    mode = 0o666 & ~current_umask()
+    os.fchmod(handle, mode)
     os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, mode)  # again: a writer may have made the file anew (safetensors does)
         _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:

@@ -37,3 +37,29 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("crash")
     assert path.read_text() == "old"
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_file_its_writer_made_anew_still_follows_the_umask(tmp_path):
+    """safetensors recreates the file it writes: winner.safetensors was always 0600 (issue 23,
+    class 14)."""
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "weights.bin") as temporary:
+            temporary.unlink()
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(descriptor)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "weights.bin").stat().st_mode) == 0o644
+
+
+def test_saved_weights_follow_the_umask(tmp_path):
+    torch = pytest.importorskip("torch")
+    from evores.training.weights import save_weights
+
+    previous = os.umask(0o027)
+    try:
+        save_weights(torch.nn.Linear(2, 1), tmp_path / "w.safetensors", {"note": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o640
