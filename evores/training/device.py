@@ -102,6 +102,13 @@ def resolve_device(
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda:<n>'") from exc
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} asked for but this machine has no MPS; use 'cpu'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(
+            f"device {device!r} is of a type evores does not train on; use 'auto', 'cpu' or "
+            "'cuda:<n>'"
+        )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {device!r} asked for but CUDA is not available; use 'cpu'")

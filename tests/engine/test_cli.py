@@ -75,3 +75,18 @@ def test_a_mistake_is_one_line_and_exit_2_from_every_subcommand(argv, fragment, 
     assert code == EXIT_USAGE
     assert len(lines) == 1 and lines[0].startswith("evores: error: ") and fragment in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "hpu", "mps"])
+def test_a_device_type_this_machine_cannot_train_on_is_refused_before_anything_is_written(
+    device, tmp_path, capsys
+):
+    """Every evaluation used to fail on it and the run exit 4 (issue 23, class 12)."""
+    torch = pytest.importorskip("torch")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--set", f'train.device="{device}"']) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("evores: error: device") and device in err[-1]
+    assert not (out / "config.toml").exists()
