@@ -85,10 +85,11 @@ class RunDirectory:
         with os.fdopen(descriptor, "a", encoding="utf-8") as stream:
             stream.write(text)
 
-    def read_records(self, check: Check | None = None) -> list[dict[str, Any]]:
-        """Every complete record of the evaluation log; a torn last line is skipped. With
-        ``check``, records it finds problems with are skipped too, and listed in
-        :attr:`rejected` (see :meth:`set_aside_rejected`)."""
+    def read_records(self, check: Check | None = None, repair: bool = True) -> list[dict[str, Any]]:
+        """Every complete record of the evaluation log; a torn last line is skipped, and with
+        ``repair`` (a run about to append) cut off the file. With ``check``, records it finds
+        problems with are skipped too, and listed in :attr:`rejected` (see
+        :meth:`set_aside_rejected`)."""
         path = self.file(EVALUATIONS)
         self.rejected, self.n_logged = [], 0
         if not path.exists():
@@ -108,7 +109,8 @@ class RunDirectory:
                 if number == len(lines):
                     log.warning("%s: skipping a truncated last line (a crash mid-write)", path)
                     self.n_logged -= 1
-                    self._drop_torn_tail(path, lines[:-1])
+                    if repair:
+                        self._drop_torn_tail(path, lines[:-1])
                 else:
                     raise CheckpointError(
                         f"{path} line {number} is not JSON; the log is damaged beyond its last "

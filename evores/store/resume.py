@@ -70,8 +70,9 @@ def check_config_early(run_dir: RunDirectory, config: dict[str, Any]) -> None:
 
 
 def read_log(run_dir: RunDirectory) -> list[dict]:
-    """The usable records of the log (what the summary and the plots are made from)."""
-    return run_dir.read_records(check=record_problems)
+    """The usable records of the log (what the summary and the plots are made from), read
+    without changing the log: only a resume (:func:`read_back`) repairs it."""
+    return run_dir.read_records(check=record_problems, repair=False)
 
 
 # -- the configuration's fingerprint ---------------------------------------------------------

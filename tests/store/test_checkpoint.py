@@ -147,3 +147,27 @@ def test_appends_never_follow_a_symlink_planted_in_the_run_directory(tmp_path, n
             run_dir.rejected = [(1, '{"crafted": true}', ["wrong"])]
             run_dir.set_aside_rejected()
     assert victim.read_text() == "untouched\n"
+
+
+def test_reading_a_run_never_changes_its_log_only_a_resume_repairs_it(tmp_path):
+    """load_run, export, report and search.initial rewrote a torn log, and crashed on a
+    read-only copy (issue 23, class 5)."""
+    from evores.store.resume import read_log
+
+    run = RunDirectory(tmp_path / "run")
+    run.create("seed = 1\n")
+    run.append_record({"key": [0, 0, 0], "x": 1})
+    with run.file(EVALUATIONS).open("a") as stream:
+        stream.write('{"key": [0, 0, 1], "x"')
+    torn = run.file(EVALUATIONS).read_bytes()
+    os.chmod(run.file(EVALUATIONS), 0o444)
+    os.chmod(run.path, 0o555)
+    try:
+        read_log(RunDirectory(run.path))  # what load_run, export and report read with
+        assert [r["x"] for r in RunDirectory(run.path).read_records(repair=False)] == [1]
+    finally:
+        os.chmod(run.path, 0o755)
+        os.chmod(run.file(EVALUATIONS), 0o644)
+    assert run.file(EVALUATIONS).read_bytes() == torn
+    assert [r["x"] for r in run.read_records()] == [1]  # the writer's read repairs
+    assert run.file(EVALUATIONS).read_bytes().endswith(b"1}\n")
