@@ -134,3 +134,27 @@ def test_under_mpi_the_worker_that_trained_the_winner_saves_the_same_weights(
     assert json.loads((mpi_dir / DESCRIPTION).read_text()) == json.loads(
         (serial_dir / DESCRIPTION).read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("mean", "x", "mean"),
+        ("mean", [0.5, float("nan"), 0.5], "mean"),
+        ("std", [0.0, 0.2, 0.2], "std"),
+        ("filter", "sinc", "filter"),
+        ("crop", "diagonal", "crop"),
+        ("source_resolution", "big", "source_resolution"),
+        ("source_resolution", 4, "source_resolution"),
+        ("resolution", 16.5, "resolution"),
+        ("class_names", ["only"], "class_names"),
+    ],
+)
+def test_every_field_of_winner_json_is_checked_before_use(tiny_run, tmp_path, field, value, named):
+    """A bad mean or filter gave raw errors, an unknown crop was taken as pad and std 0 gave
+    NaN probabilities (issue 23, class 6)."""
+    run_dir, _ = tiny_run
+    copy = damaged_copy(run_dir, tmp_path, description=lambda w: {**w, field: value})
+    with pytest.raises(CheckpointError, match=f"damaged or do not match .*{named} = ") as caught:
+        load_model(copy)
+    assert "\n" not in str(caught.value)
