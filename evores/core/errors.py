@@ -4,6 +4,10 @@ Every message states what was wrong, the offending value, and how to fix it; the
 these into one line and exit code 2.
 """
 
+from __future__ import annotations
+
+import errno
+
 
 class EvoresError(Exception):
     """Base class of the errors a user can fix."""
@@ -23,3 +27,31 @@ class CheckpointError(EvoresError):
 
 class ExportError(EvoresError):
     """An export target (an Optuna storage) cannot take the run."""
+
+
+# A full disk or quota, an I/O error, a file system gone read-only: faults of the machine.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def is_machine_fault(error: BaseException) -> bool:
+    """True for a fault of the machine, which says nothing about the genome being trained:
+    an OS error of :data:`MACHINE_ERRNOS`, or an error reading the dataset cache (h5py's
+    carry no errno: they are told apart by where they were raised)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in MACHINE_ERRNOS:
+            return True
+        if isinstance(error, OSError) and error.errno is None and _raised_in_h5py(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _raised_in_h5py(error: BaseException) -> bool:
+    trace = error.__traceback__
+    while trace is not None:
+        if str(trace.tb_frame.f_globals.get("__name__", "")).startswith("h5py"):
+            return True
+        trace = trace.tb_next
+    return False

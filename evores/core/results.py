@@ -35,6 +35,9 @@ FAILURE_NAN = "nan"  # the loss or the network's outputs became NaN or infinite
 FAILURE_OOM = "oom"  # out of memory, also after the retry at half the batch size
 FAILURE_BUDGET = "budget"  # train.max_seconds ran out
 FAILURE_EXCEPTION = "exception"  # the training or the user's fitness function raised
+# Not a genome's failure: the machine's (evores.core.errors.is_machine_fault). Never logged:
+# the run stops with a checkpoint, and a resume runs the evaluation again.
+FAILURE_MACHINE = "machine"
 
 # What a task asks for: an evaluation of a search stage, or the final retraining.
 KIND_SEARCH = "search"

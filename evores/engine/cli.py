@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from evores import __version__
-from evores.core.errors import EvoresError
+from evores.core.errors import EvoresError, is_machine_fault
 from evores.core.exits import EXIT_CHECKPOINTED, EXIT_OK, EXIT_REPORT_DIFFERS, EXIT_USAGE
+from evores.core.results import one_line
 from evores.engine.session import Request, _drive_for_summary, run_request
 from evores.execution.stopping import RunStopped
 from evores.reporting.outcome import conclude
@@ -58,7 +59,17 @@ def _run(args: argparse.Namespace) -> int:
     _configure_logging(args.quiet)
     request = Request(config=args.config, overrides=args.overrides, out=args.out,
                       resume=args.resume)  # fmt: skip
-    return run_request(request, drive=_drive_to_exit_code) or EXIT_OK
+    try:
+        return run_request(request, drive=_drive_to_exit_code) or EXIT_OK
+    except OSError as error:
+        if not is_machine_fault(error):
+            raise
+        print(
+            f"evores: error: the machine failed ({one_line(error)}); the run directory keeps "
+            "its last checkpoint: fix the machine (free space, say), then run again with --resume",
+            file=sys.stderr,
+        )
+        return EXIT_CHECKPOINTED
 
 
 def _drive_to_exit_code(setup: dict[str, Any], comm, stop) -> int:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from evores.core.atomic import write_json
-from evores.core.results import INTERRUPTED, LogRecord, Task, make_record
+from evores.core.results import FAILURE_MACHINE, INTERRUPTED, LogRecord, Task, make_record
 from evores.execution.evaluators import Evaluator
 from evores.execution.stopping import RunStopped, StopRequest
 from evores.reporting import importance, plots, progress, tensorboard
@@ -58,7 +58,9 @@ class Driver:
         self.run_dir = run_dir
         self.cache = cache  # the dataset cache: its class names and report go in the summary
         self.evaluator = evaluator
-        self.stop = stop
+        # A stop request: a signal's, or the driver's own when the machine fails an evaluation.
+        self.stop = stop if stop is not None else StopRequest()
+        self.faulted: list[Task] = []  # evaluations the machine failed: re-run on --resume
         self.population = config["search"]["population"]
         self.last_checkpoint = time.monotonic()
         self.started = time.perf_counter()
@@ -133,6 +135,12 @@ class Driver:
         self.last_checkpoint = time.monotonic()
 
     def _log(self, task: Task, result: dict[str, Any], logged: Logged) -> None:
+        if result.get("failure") == FAILURE_MACHINE:
+            # Not the genome's failure: stop with a checkpoint, so that a resume (after the
+            # disk is freed, say) runs this evaluation again.
+            self.faulted.append(task)
+            self.stop.request(result["reason"], 0.0)
+            return
         record = make_record(task, result, self.elapsed())
         self.run_dir.append_record(record)
         logged[tuple(task["key"])] = record
@@ -149,8 +157,8 @@ class Driver:
                 self._stopped(search, [])
             tasks = search.ask()
             results = self._evaluate(tasks, logged)
-            if any(result is None for result in results):
-                self._stopped(search, self.evaluator.abandoned)
+            if self.faulted or any(result is None for result in results):
+                self._stopped(search, [*self.evaluator.abandoned, *self.faulted])
             view = search.progress()
             line = progress.generation_line(view, tasks, results, self.elapsed(), self.costs)
             log.info("%s", line)
@@ -189,7 +197,8 @@ class Driver:
 
         def on_result(task: Task, result: dict) -> None:
             self._log(task, result, logged)
-            on_told(task, result)
+            if result.get("failure") != FAILURE_MACHINE:
+                on_told(task, result)
 
         def on_told(task: Task, result: dict) -> None:
             phase, stage = search.phase, search.stage
@@ -215,7 +224,7 @@ class Driver:
             next_task, on_result, finished=lambda: search.done, stop=self.stop
         )
         if self.stop:
-            self._stopped(search, abandoned)
+            self._stopped(search, [*abandoned, *self.faulted])
         self._checkpoint(search)
 
     def _log_transition(self, search: Search, before: int) -> None:

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from evores.core.results import FAILURE_EXCEPTION, Task, failed_result, one_line
+from evores.core.errors import is_machine_fault
+from evores.core.results import FAILURE_EXCEPTION, FAILURE_MACHINE, Task, failed_result, one_line
 
 Work = Callable[[Task], dict]
 
@@ -38,10 +39,15 @@ def run_task(work: Work, task: Task, rank: int) -> dict:
             raise TypeError(f"work returned {type(result).__name__}, expected a dict")
         result = dict(result)
     except Exception as exc:
-        logger.exception("task %s failed on rank %d", task.get("key"), rank)
         # The time lost to a failing task is real and belongs in utilisation figures.
         elapsed = time.perf_counter() - start
-        result = failed_result(one_line(exc), FAILURE_EXCEPTION, wall_seconds=elapsed)
+        if is_machine_fault(exc):
+            logger.error("task %s on rank %d: the machine failed: %s", task.get("key"), rank, exc)
+            reason = f"the machine failed ({one_line(exc)})"
+            result = failed_result(reason, FAILURE_MACHINE, wall_seconds=elapsed)
+        else:
+            logger.exception("task %s failed on rank %d", task.get("key"), rank)
+            result = failed_result(one_line(exc), FAILURE_EXCEPTION, wall_seconds=elapsed)
     result["rank"] = rank
     return result
 

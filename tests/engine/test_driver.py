@@ -8,8 +8,10 @@ the synchronous and the asynchronous mode, with one log record per evaluation.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 
 import pytest
 
@@ -294,3 +296,37 @@ def test_tensorboard_scalars_follow_the_run(tmp_path):
     stage_one = [r["val_accuracy"] for r in records[:12] if r["status"] == OK]
     assert max(best[:12]) == pytest.approx(max(stage_one))
     assert len(events.Scalars("final/test_accuracy")) == N_FINAL
+
+
+def machine_fails_once(kind: str, number: int):
+    """toy_work, except that the machine fails the first task of ``kind`` (a full disk)."""
+    failed = []
+
+    def work(task: dict) -> dict:
+        if task["kind"] == kind and not failed:
+            failed.append(task["key"])
+            raise OSError(number, os.strerror(number), "final-0.safetensors")
+        return toy_work(task)
+
+    return work
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("kind", "number"), [("search", errno.EIO), ("final", errno.ENOSPC)])
+def test_a_fault_of_the_machine_stops_the_run_and_a_resume_runs_the_evaluation_again(
+    uninterrupted, tmp_path, mode, kind, number
+):
+    """A full disk while the final weights were saved failed the winner, wrote summary.json
+    and lost the search's result on every resume (issue 23, class 1)."""
+    config = make_config(mode)
+    with pytest.raises(RunStopped, match=f"the machine failed .*{os.strerror(number)}"):
+        drive(config, tmp_path, machine_fails_once(kind, number))
+    assert not (tmp_path / "summary.json").exists()
+    records = RunDirectory(tmp_path).read_records()
+    assert records[-1]["status"] == INTERRUPTED and "machine failed" in records[-1]["reason"]
+    assert not [r for r in records if r["status"] == "failed" and "machine" in str(r["reason"])]
+    drive(config, tmp_path)
+    resumed, expected = outcome(tmp_path), uninterrupted[mode]["outcome"]
+    # The interrupted record stays in the log, followed later by the evaluation's result.
+    assert [r for r in resumed["records"] if r["status"] != INTERRUPTED] == expected["records"]
+    assert (resumed["search"], resumed["summary"]) == (expected["search"], expected["summary"])
