@@ -191,7 +191,7 @@ def test_plot_elites_rejects_mismatched_lengths(tmp_path):
 def test_plotting_leaves_no_pyplot_state_and_import_is_light(tmp_path):
     code = (
         "import sys\n"
-        "import evores.reporting.summary as r\n"
+        "import evores.reporting.plots as r\n"
         "assert 'matplotlib' not in sys.modules, 'import loaded matplotlib'\n"
         f"r.plot_elites([], {str(tmp_path / 'x.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was used'\n"
