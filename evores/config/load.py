@@ -11,7 +11,7 @@ from typing import Any
 
 from evores.config.checks import resolve
 from evores.config.schema import EMBEDDED, EMBEDDED_SPACE, SPACE_SECTION, defaults
-from evores.core.errors import ConfigError
+from evores.core.errors import UNPARSABLE, ConfigError
 from evores.core.typed import checked_type, refuse_unknown
 from evores.strategies.initial import checked_value
 from evores.strategies.space import DEPRECATED_NAMES, current_names
@@ -67,7 +67,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
                 )
             handle.seek(0)
             return tomllib.load(handle)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    except UNPARSABLE as error:
         raise ConfigError(
             f"config file {str(path)!r} is not valid TOML ({error}); fix the syntax, "
             "e.g. `seed = 1` or `[schedule]` then `resolutions = [32, 64]`"
@@ -85,7 +85,7 @@ def parse_override(item: str) -> dict[str, Any]:
         raise ConfigError(f"--set {item!r} is not of the form section.key=value, e.g. seed=3")
     try:
         value = tomllib.loads(f"value = {text.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
+    except UNPARSABLE:
         value = text.strip()
     parts = name.split(".")
     if len(parts) > 2:

@@ -29,6 +29,12 @@ class ExportError(EvoresError):
     """An export target (an Optuna storage) cannot take the run."""
 
 
+# What parsing hostile text can raise besides a decode error: invalid UTF-8 and numbers past
+# Python's digit limit are ValueErrors (as JSON's and TOML's decode errors are), deep nesting
+# a RecursionError. Whatever reads a file back catches these, never a decode error alone.
+UNPARSABLE = (ValueError, RecursionError)
+
+
 # A full disk or quota, an I/O error, a file system gone read-only: faults of the machine.
 MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 

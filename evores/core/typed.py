@@ -30,14 +30,15 @@ def checked_type(name: str, default: Any, value: Any, strings: bool = False) -> 
     numbers = value if isinstance(value, list) else [value]
     if ok and any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
         raise ConfigError(
-            f"{name} must be a finite number, got {value!r}; e.g. {name} = {to_toml_value(default)}"
+            f"{name} must be a finite number, got {_short(value)}; "
+            f"e.g. {name} = {to_toml_value(default)}"
         )
     if not ok:
         expected = type(default).__name__
         if isinstance(default, list):
             expected = "a list of strings" if strings else "a list of numbers"
         raise ConfigError(
-            f"{name} must be {expected}, got {value!r} ({type(value).__name__}); "
+            f"{name} must be {expected}, got {_short(value)} ({type(value).__name__}); "
             f"e.g. {name} = {to_toml_value(default)}"
         )
     return value
@@ -81,3 +82,8 @@ def _toml_string(text: str) -> str:
             "valid UTF-8?); rename the file or give the value in UTF-8"
         )
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"

@@ -12,11 +12,12 @@ readers (``pd.read_json``, ``pd.read_csv``) turn the string ``"nan"`` into a flo
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evores.core.errors import CheckpointError
+from evores.core.errors import UNPARSABLE, CheckpointError
 from evores.core.results import FAILURE_NAN, KIND_FINAL, KIND_SEARCH, OK
 from evores.store.checkpoint import RunDirectory
 from evores.store.names import SUMMARY_FILES
@@ -30,6 +31,8 @@ DEPTHS = {"conv_filters": "conv_layers", "fc_units": "fc_layers"}
 LOG_FIELDS = ("kind", "stage", "generation", "index", "resolution", "seed", "status",
               "failure", "reason", "val_accuracy", "test_accuracy", "epochs", "best_epoch",
               "wall_seconds", "n_parameters", "rank")  # fmt: skip
+
+log = logging.getLogger("evores")
 
 
 @dataclass(frozen=True)
@@ -123,5 +126,8 @@ def _stages(evaluations: pd.DataFrame) -> pd.DataFrame:
 def _summary(path: Path) -> dict[str, Any] | None:
     for name in SUMMARY_FILES:
         if (path / name).is_file():
-            return json.loads((path / name).read_text())
+            try:
+                return json.loads((path / name).read_text(encoding="utf-8"))
+            except UNPARSABLE:
+                log.warning("%s is damaged: left out of load_run's summary", path / name)
     return None

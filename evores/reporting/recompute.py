@@ -31,7 +31,7 @@ from typing import Any
 
 from evores import config as configuration
 from evores.core.atomic import write_json
-from evores.core.errors import CheckpointError
+from evores.core.errors import UNPARSABLE, CheckpointError
 from evores.reporting import importance, plots
 from evores.reporting import summary as report
 from evores.store.checkpoint import CONFIG, EVALUATIONS, SUMMARY, RunDirectory
@@ -130,7 +130,7 @@ def _stored_summary(run_dir: RunDirectory) -> dict[str, Any] | None:
             continue
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        except UNPARSABLE:
             stored = None
         if not isinstance(stored, dict):
             if name == SUMMARY:
@@ -158,7 +158,7 @@ def _data(run_dir: RunDirectory, stored: dict[str, Any] | None) -> RunData | Non
         return RunData(list(kept["classes"]), dict(kept["report"]))
     except FileNotFoundError:
         pass
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except (*UNPARSABLE, KeyError, TypeError) as error:
         raise CheckpointError(
             f"{path} is damaged ({type(error).__name__}); restore it to recompute the summary"
         ) from None

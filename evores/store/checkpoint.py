@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evores.core.atomic import write_json, write_text
-from evores.core.errors import CheckpointError, ConfigError
+from evores.core.errors import UNPARSABLE, CheckpointError, ConfigError
 from evores.hpc.environment import job_id
 from evores.store.names import CHECKPOINT, CONFIG, EVALUATIONS, LOCK, PREVIOUS, REJECTED, SUMMARY
 
@@ -95,17 +95,19 @@ class RunDirectory:
         if not path.exists():
             return []
         records = []
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().splitlines()
         self.n_logged = len(lines)
-        for number, line in enumerate(lines, 1):
+        for number, raw in enumerate(lines, 1):
             try:
+                line = raw.decode("utf-8")
+                lines[number - 1] = line
                 record = json.loads(line)
                 problems = check(record) if check is not None else []
                 if problems:
                     self.rejected.append((number, line, problems))
                 else:
                     records.append(record)
-            except json.JSONDecodeError:
+            except UNPARSABLE:
                 if number == len(lines):
                     log.warning("%s: skipping a truncated last line (a crash mid-write)", path)
                     self.n_logged -= 1
@@ -173,7 +175,7 @@ class RunDirectory:
                 payload = json.loads(path.read_text(encoding="utf-8"))
                 state = payload["state"]
                 version = payload["format"]
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+            except (*UNPARSABLE, KeyError, TypeError) as error:
                 problems.append(f"{path} is damaged ({type(error).__name__})")
                 if name == CHECKPOINT:
                     log.warning("%s is damaged; falling back to %s", path, PREVIOUS)
@@ -296,7 +298,7 @@ def _read_lock(path: Path) -> dict[str, Any] | None:
     """The lock's holder; None for a lock torn by a crash while it was written."""
     try:
         holder = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, *UNPARSABLE):
         return None
     return holder if isinstance(holder, dict) else None
 

@@ -24,7 +24,7 @@ import logging
 import math
 from typing import Any
 
-from evores.core.errors import CheckpointError, ConfigError
+from evores.core.errors import UNPARSABLE, CheckpointError, ConfigError
 from evores.core.results import INTERRUPTED, KIND_FINAL, KIND_SEARCH, record_problems
 from evores.store.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, PREVIOUS, RunDirectory
 from evores.store.state import Checkpoint
@@ -62,7 +62,7 @@ def check_config_early(run_dir: RunDirectory, config: dict[str, Any]) -> None:
     for name in (CHECKPOINT, PREVIOUS):
         try:
             state = json.loads(run_dir.file(name).read_text(encoding="utf-8"))["state"]
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (OSError, *UNPARSABLE, KeyError, TypeError):
             continue
         if isinstance(state, dict) and isinstance(state.get("config"), dict):
             check_config_unchanged(state, config, quiet=True)

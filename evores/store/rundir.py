@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evores.core.atomic import write_json
-from evores.core.errors import CheckpointError
+from evores.core.errors import UNPARSABLE, CheckpointError
 from evores.store.checkpoint import RunDirectory
 from evores.store.names import CANDIDATE, DATA_REPORT
 
@@ -66,7 +66,7 @@ def keep_data_report(run_dir: RunDirectory, cache: Any) -> RunData:
         data = RunData(list(cache.class_names), dict(cache.report))
         write_json(path, {"classes": data.class_names, "report": data.report})
         return data
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except (*UNPARSABLE, KeyError, TypeError) as error:
         raise CheckpointError(
             f"{path} is damaged ({type(error).__name__}); delete it to describe the run with "
             "the dataset cache as it is now"

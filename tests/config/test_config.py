@@ -270,3 +270,22 @@ def test_a_config_with_characters_beyond_the_bmp_resolves_and_reads_back(tmp_pat
     path = tmp_path / "config.toml"
     path.write_text(configuration.to_toml(config), encoding="utf-8")
     assert configuration.load(path) == config
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["seed = 1" + "0" * 5000, "x = " + "[" * 100_000 + "]" * 100_000, b"seed = '\xff'"],
+    ids=["a 5000-digit number", "deep nesting", "invalid UTF-8"],
+)
+def test_a_config_file_of_hostile_text_is_one_line(tmp_path, text):
+    path = tmp_path / "hostile.toml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match="is not valid TOML") as caught:
+        configuration.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_set_value_past_the_digit_limit_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="seed must be int") as caught:
+        configuration.load(overrides=["seed=1" + "0" * 5000])
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300

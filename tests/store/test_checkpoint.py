@@ -171,3 +171,42 @@ def test_reading_a_run_never_changes_its_log_only_a_resume_repairs_it(tmp_path):
     assert run.file(EVALUATIONS).read_bytes() == torn
     assert [r["x"] for r in run.read_records()] == [1]  # the writer's read repairs
     assert run.file(EVALUATIONS).read_bytes().endswith(b"1}\n")
+
+
+HOSTILE_JSON = {
+    "a 5000-digit number": b'{"key": [0, 0, 1], "x": ' + b"9" * 5000 + b"}",
+    "deep nesting": b'{"key": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "invalid UTF-8": b'{"key": [0, 0, 1], "x": "\xff\xfe"}',
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_hostile_text_in_the_log_is_a_damaged_line_not_a_traceback(tmp_path, text):
+    """Read-back parsing caught decode errors only (issue 23, class 9)."""
+    run = RunDirectory(tmp_path)
+    run.append_record({"key": [0, 0, 0], "x": 1})
+    with run.file(EVALUATIONS).open("ab") as stream:
+        stream.write(text)
+    assert [r["x"] for r in run.read_records(repair=False)] == [1]  # a torn last line
+    with run.file(EVALUATIONS).open("ab") as stream:
+        stream.write(b"\n" + json.dumps({"key": [0, 0, 2], "x": 3}).encode() + b"\n")
+    with pytest.raises(CheckpointError, match="line 2 is not JSON") as caught:
+        run.read_records()
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_a_checkpoint_damaged_with_hostile_text_falls_back_to_the_previous(tmp_path, text):
+    run = RunDirectory(tmp_path)
+    run.save_checkpoint({"n": 1})
+    run.save_checkpoint({"n": 2})
+    run.file(CHECKPOINT).write_bytes(text)
+    assert run.load_checkpoint() == {"n": 1}
+
+
+@pytest.mark.parametrize("text", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
+def test_a_lock_holding_hostile_text_is_a_torn_lock(tmp_path, text):
+    from evores.store.checkpoint import _read_lock
+
+    (tmp_path / LOCK).write_bytes(text)
+    assert _read_lock(tmp_path / LOCK) is None
