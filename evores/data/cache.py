@@ -103,6 +103,19 @@ class DatasetCache:
         return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
+    def pin(self) -> dict[str, str]:
+        """What a run pins of its data: the source's fingerprint, and a digest of which
+        images (by content) are in which split. A resume on other data is refused by it."""
+        digest = hashlib.sha256()
+        with h5py.File(self.path, "r") as f:
+            source = str(f.attrs["fingerprint"])
+            keys = f["keys"][...]
+            for split in ("train", "val", "test"):
+                rows = f[f"splits/{split}"][...]
+                digest.update(split.encode() + b"\0" + b"\0".join(bytes(k) for k in keys[rows]))
+        return {"source_fingerprint": source, "split_digest": digest.hexdigest()}
+
+
 def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
     """A slice when ``rows`` is a contiguous range (always, by construction), else the rows."""
     if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):

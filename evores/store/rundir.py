@@ -59,12 +59,13 @@ def keep_data_report(run_dir: RunDirectory, cache: Any) -> RunData:
     """The data description the run started with: written on the first start, read back on
     every later one (a run from before this file keeps the report of its first resume)."""
     path = run_dir.file(DATA_REPORT)
+    pin = cache.pin() if hasattr(cache, "pin") else None  # a stand-in cache has none
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
         data = RunData(list(kept["classes"]), dict(kept["report"]))
     except FileNotFoundError:
         data = RunData(list(cache.class_names), dict(cache.report))
-        write_json(path, {"classes": data.class_names, "report": data.report})
+        write_json(path, {"classes": data.class_names, "report": data.report, "data": pin})
         return data
     except (*UNPARSABLE, KeyError, TypeError) as error:
         raise CheckpointError(
@@ -75,6 +76,14 @@ def keep_data_report(run_dir: RunDirectory, cache: Any) -> RunData:
         raise CheckpointError(
             f"the dataset's classes changed since the run started ({data.class_names} -> "
             f"{list(cache.class_names)}); resume with the data it started with, or start anew"
+        )
+    started = kept.get("data")  # absent from runs started before the data was pinned
+    if started and pin and started != pin:
+        what = "images" if started["source_fingerprint"] != pin["source_fingerprint"] else "split"
+        raise CheckpointError(
+            f"the dataset's {what} changed since the run started (it started on "
+            f"{data.report.get('n_images', '?')} images, and its test images must stay unseen): "
+            "resume with the data it started with, or start a new run directory"
         )
     return data
 
