@@ -285,7 +285,33 @@ def record_problems(record: Any) -> list[str]:
     positions = isinstance(key, list) and len(key) == 3
     if isinstance(key, list) and not (positions and all(_has_type(k, int) and k >= 0 for k in key)):
         problems.append(f"key = {key!r} is not [stage, generation, index]")
-    return problems
+    return problems + _score_problems(record) + _genome_problems(record.get("hparams"))
+
+
+def _score_problems(record: dict[str, Any]) -> list[str]:
+    """A scored record must carry its score: what every reader ranks and plots by."""
+    wanted = []
+    if record.get("kind") == KIND_SEARCH and record.get("status") in (OK, FAILED):
+        wanted.append("val_accuracy")
+    if record.get("kind") == KIND_FINAL and record.get("status") == OK:
+        wanted.append("test_accuracy")
+    return [
+        f"{name} = {record.get(name)!r} is not an accuracy in [0, 1]"
+        for name in wanted
+        if not (_has_type(record.get(name), float) and 0.0 <= record[name] <= 1.0)
+    ]
+
+
+def _genome_problems(hparams: Any) -> list[str]:
+    """A genome's values are numbers, or lists of numbers (one per layer)."""
+    if not isinstance(hparams, dict):
+        return []  # its type is checked with the other fields
+    wrong = [
+        name
+        for name, value in hparams.items()
+        if not all(_has_type(v, float) for v in (value if isinstance(value, list) else [value]))
+    ]
+    return [f"hparams.{name} = {hparams[name]!r} is not a number or numbers" for name in wrong]
 
 
 def _has_type(value: Any, hint: Any) -> bool:

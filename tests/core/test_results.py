@@ -25,6 +25,7 @@ from evores.core.results import (
     make_record,
     make_task,
     one_line,
+    record_problems,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,3 +178,27 @@ def test_a_failed_evaluation_reaches_optuna_as_a_failed_trial(quiet_optuna):
     states = [trial.state for trial in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
     assert study.best_value == 0.4
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"val_accuracy": None}, "val_accuracy = None is not an accuracy"),
+        ({"val_accuracy": 1.5}, "val_accuracy = 1.5 is not an accuracy"),
+        ({"hparams": {"learning_rate": 0.01, "conv_filters": ["16", 32]}}, "hparams.conv_filters"),
+        ({"hparams": {"learning_rate": True}}, "hparams.learning_rate"),
+    ],
+)
+def test_records_every_reader_would_trip_on_are_refused_by_the_schema(change, named):
+    """An ok record with val_accuracy null, or non-numbers in the genome's lists, crashed
+    resume, report, export, search.initial and load_run (issue 23, class 8)."""
+    task = make_task([0, 0, 0], KIND_SEARCH, {"learning_rate": 0.01}, 8, 1)
+    record = {**make_record(task, FitnessResult.failed("x", "nan").to_dict(), 1.0), **change}
+    record["status"] = OK
+    assert any(named in problem for problem in record_problems(record)), record_problems(record)
+
+
+def test_a_final_record_that_succeeded_needs_its_test_accuracy():
+    task = make_task([1, 0, 0], KIND_FINAL, {"learning_rate": 0.01}, 8, 1)
+    record = make_record(task, {"status": OK, "val_accuracy": None, "test_accuracy": None}, 1.0)
+    assert any("test_accuracy = None" in problem for problem in record_problems(record))
