@@ -31,6 +31,7 @@ from typing import Any
 
 from evores.core.atomic import write_json
 from evores.core.errors import CheckpointError
+from evores.core.results import one_line
 from evores.store.names import DESCRIPTION, WEIGHTS
 from evores.store.rundir import candidate_path
 from evores.training.weights import read_metadata
@@ -57,7 +58,14 @@ def keep_winner(run_dir: str | Path, config: dict[str, Any], cache, final, winne
     elif not (run_dir / WEIGHTS).is_file():  # not already renamed by a run killed after it
         log.warning("the winner's weights were not saved (%s is absent): no %s", source, WEIGHTS)
         return
-    network = read_metadata(run_dir / WEIGHTS)
+    try:
+        network = read_metadata(run_dir / WEIGHTS)
+    except Exception as error:  # noqa: BLE001 - any damage to the file is the same to the user
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS} is damaged ({type(error).__name__}: {one_line(error)}); "
+            "restore it from a backup (the run's result is in its log), or retrain the winner "
+            "in a new run directory with search.initial pointing at this one"
+        ) from None
     write_json(run_dir / DESCRIPTION, {
         "hparams": network["hparams"],
         "resolution": network["resolution"],

@@ -1,6 +1,7 @@
 """The winner kept: winner.safetensors + winner.json, and load_model's predictions."""
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -158,3 +159,17 @@ def test_every_field_of_winner_json_is_checked_before_use(tiny_run, tmp_path, fi
     with pytest.raises(CheckpointError, match=f"damaged or do not match .*{named} = ") as caught:
         load_model(copy)
     assert "\n" not in str(caught.value)
+
+
+def test_a_finished_run_with_damaged_weights_resumes_into_one_line(tiny_run, tmp_path, cli):
+    """It resumed into a traceback (issue 23, class 10)."""
+    run_dir, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    data = (copy / WEIGHTS).read_bytes()
+    (copy / WEIGHTS).write_bytes(data[: len(data) // 3])
+    result = cli("--out", str(copy), "--resume")
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2, result.stderr
+    assert last.startswith("evores: error: ") and "winner.safetensors is damaged" in last
+    assert "Traceback" not in result.stderr
