@@ -11,12 +11,13 @@ search and has no validation score; it is not exported. The run directory is onl
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from evores import config as configuration
 from evores.core.errors import CheckpointError, ExportError
-from evores.core.results import INTERRUPTED, KIND_SEARCH
+from evores.core.results import INTERRUPTED, KIND_SEARCH, one_line
 from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.strategies.space import SearchSpace
 from evores.strategies.tpe import OutsideSpace, frozen_trial, quiet_optuna
@@ -67,34 +68,53 @@ def export(run_dir: str | Path, storage: str, prefix: str | None = None) -> list
     config, records = read_run(path)
     prefix = prefix or path.resolve().name
     spaces = stage_spaces(config, records)
+    resolutions = config["schedule"]["resolutions"]
+    # Every study is made ready first, so that a log that does not match the run, or a name
+    # already taken, leaves the storage as it was: an export is all or nothing.
+    studies = {
+        f"{prefix}/stage-{stage}-{resolution}px": (stage, resolution, [
+            _trial(space, spaces[max(stage - 1, 0)], r) for r in records if r["key"][0] == stage
+        ])
+        for stage, (space, resolution) in enumerate(zip(spaces, resolutions, strict=True))
+    }  # fmt: skip
     storage_object = _storage(storage)
-    names = []
-    for stage, (space, resolution) in enumerate(
-        zip(spaces, config["schedule"]["resolutions"], strict=True)
-    ):
-        name = f"{prefix}/stage-{stage}-{resolution}px"
-        below = spaces[max(stage - 1, 0)]
-        trials = [_trial(space, below, r) for r in records if r["key"][0] == stage]
-        with quiet_optuna():
-            try:
+    with quiet_optuna():
+        taken = sorted(set(studies) & {s.study_name for s in storage_object.get_all_studies()})
+        if taken:
+            raise ExportError(
+                f"study {taken[0]!r} already exists in {storage!r}; delete it, or pass "
+                "--study-prefix NAME to export under other names (nothing was written)"
+            )
+        written: list[str] = []
+        try:
+            for name, (stage, resolution, trials) in studies.items():
                 study = optuna.create_study(
                     storage=storage_object, study_name=name, direction="maximize"
                 )
-            except optuna.exceptions.DuplicatedStudyError:
-                raise ExportError(
-                    f"study {name!r} already exists in {storage!r}; delete it, or pass "
-                    "--study-prefix NAME to export under other names"
-                ) from None
-            study.set_user_attr("stage", stage)
-            study.set_user_attr("resolution", resolution)
-            study.set_user_attr("run_dir", str(path.resolve()))
-            study.add_trials(trials)
-        names.append(name)
-    return names
+                written.append(name)
+                study.set_user_attr("stage", stage)
+                study.set_user_attr("resolution", resolution)
+                study.set_user_attr("run_dir", str(path.resolve()))
+                study.add_trials(trials)
+        except Exception as error:  # noqa: BLE001 - undo, then say why in one line
+            for name in written:
+                with contextlib.suppress(Exception):
+                    optuna.delete_study(study_name=name, storage=storage_object)
+            raise ExportError(
+                f"--optuna-storage {storage!r} could not be written ({type(error).__name__}: "
+                f"{one_line(error)}); nothing was kept: give a storage this process may write"
+            ) from None
+    return list(studies)
 
 
 def _storage(url: str) -> Any:
     import optuna
+
+    if url.startswith("sqlite:") and (url.rstrip("/") == "sqlite:" or ":memory:" in url):
+        raise ExportError(
+            f"--optuna-storage {url!r} is an in-memory database, gone when the export ends; "
+            "give a file, e.g. sqlite:///run.db"
+        )
 
     try:
         with quiet_optuna():

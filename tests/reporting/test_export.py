@@ -138,3 +138,32 @@ def test_a_bad_url_or_not_a_run_directory_is_one_line_and_exit_2(runs, tmp_path,
     assert result.returncode == 2, result.stderr
     assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in runs["finished"].iterdir()) == before
+
+
+def test_an_export_is_all_or_nothing(runs, tmp_path, monkeypatch):
+    """A clash on the second stage's name left the first stage's study in the user's
+    database; a storage that opens but cannot be written gave a traceback (issue 23, class 13)."""
+    import optuna
+
+    from evores.core.errors import ExportError
+    from evores.reporting.export import export as export_run
+
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    second = export_run(runs["finished"], url, prefix="first")[1]
+    optuna.create_study(study_name=second.replace("first", "clash"), storage=url)
+    with pytest.raises(ExportError, match="already exists.*nothing was written"):
+        export_run(runs["finished"], url, prefix="clash")  # only its second stage clashes
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage=url)}
+    assert len(names) == 3  # the two exported, the clashing one; nothing of the refused export
+    monkeypatch.setattr(
+        optuna.study.Study, "add_trials", lambda *a, **k: (_ for _ in ()).throw(OSError("disk"))
+    )
+    with pytest.raises(ExportError, match="could not be written.*nothing was kept"):
+        export_run(runs["finished"], url, prefix="third")
+    assert {s.study_name for s in optuna.get_all_study_summaries(storage=url)} == names
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_storage_is_refused(runs, url):
+    result = export(str(runs["finished"]), "--optuna-storage", url)
+    assert result.returncode == 2 and "in-memory database" in result.stderr
