@@ -12,6 +12,7 @@ from typing import Any
 from evores.config.checks import resolve
 from evores.config.schema import EMBEDDED, EMBEDDED_SPACE, SPACE_SECTION, defaults
 from evores.core.errors import UNPARSABLE, ConfigError
+from evores.core.paths import usable_path
 from evores.core.typed import checked_type, refuse_unknown
 from evores.strategies.initial import checked_value
 from evores.strategies.space import DEPRECATED_NAMES, current_names
@@ -54,7 +55,7 @@ def load(
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    path = usable_path(path, "config file")
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(f"config file {str(path)!r} {problem}; give the path of a TOML file")

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from evores.core.errors import DataError
+from evores.core.paths import usable_path
 from evores.data import synthetic
 from evores.data.images import (
     DECODE_ERRORS,
@@ -451,7 +452,7 @@ def open_source(source: str | Path, *, download: bool = False) -> Source:
         kind, sep, rest = source.partition(":")
         if sep and kind.lower() in TORCHVISION_SETS:
             return TorchvisionSource(kind.lower(), rest or ".", download=download)
-    path = Path(source).expanduser()
+    path = usable_path(source, "data.path", DataError)
     if path.suffix.lower() in (".h5", ".hdf5"):
         return HDF5Source(path)
     if path.is_file():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evores.core.errors import UNPARSABLE, CheckpointError
+from evores.core.paths import usable_path
 from evores.core.results import FAILURE_NAN, KIND_FINAL, KIND_SEARCH, OK
 from evores.store.checkpoint import RunDirectory
 from evores.store.names import SUMMARY_FILES
@@ -51,7 +52,7 @@ def load_run(run_dir: str | Path) -> RunTables:
     """The run in ``run_dir``, finished or stopped, as pandas DataFrames."""
     import pandas as pd
 
-    path = Path(run_dir)
+    path = usable_path(run_dir, "run directory", CheckpointError)
     log = path / "evaluations.jsonl"
     if not log.is_file():
         raise CheckpointError(f"{str(path)!r} has no evaluations.jsonl; give a run directory")

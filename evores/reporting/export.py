@@ -17,6 +17,7 @@ from typing import Any
 
 from evores import config as configuration
 from evores.core.errors import CheckpointError, ExportError
+from evores.core.paths import usable_path
 from evores.core.results import INTERRUPTED, KIND_SEARCH, one_line
 from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.strategies.space import SearchSpace
@@ -32,6 +33,7 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     log order; interrupted ones left out)."""
     from evores.store.resume import read_log
 
+    run_dir = usable_path(run_dir, "run directory", CheckpointError)
     directory = RunDirectory(run_dir)
     if not run_dir.is_dir() or not directory.file(CONFIG).is_file():
         raise CheckpointError(

@@ -32,6 +32,7 @@ from typing import Any
 from evores import config as configuration
 from evores.core.atomic import write_json
 from evores.core.errors import UNPARSABLE, CheckpointError
+from evores.core.paths import usable_path
 from evores.reporting import importance, plots
 from evores.reporting import summary as report
 from evores.store.checkpoint import CONFIG, EVALUATIONS, SUMMARY, RunDirectory
@@ -68,6 +69,7 @@ def recompute(path: str | Path) -> Recomputed:
 
 
 def _run_directory(path: Path) -> RunDirectory:
+    path = usable_path(path, "run directory", CheckpointError)
     if not path.is_dir():
         problem = "is a file" if path.exists() else "does not exist"
         raise CheckpointError(f"{str(path)!r} {problem}; give the directory of a run (its --out)")

@@ -31,6 +31,7 @@ from typing import Any
 
 from evores.core.atomic import write_json
 from evores.core.errors import CheckpointError
+from evores.core.paths import usable_path
 from evores.core.results import one_line
 from evores.store.names import DESCRIPTION, WEIGHTS
 from evores.store.rundir import candidate_path
@@ -97,7 +98,7 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
     import numpy as np
     import torch
 
-    run_dir = Path(run_dir)
+    run_dir = usable_path(run_dir, "run directory", CheckpointError)
     winner, model = _read_winner(run_dir)
     resolution = int(winner["resolution"])
     source = int(winner.get("source_resolution") or resolution)  # a learned resizer's input

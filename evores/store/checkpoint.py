@@ -10,6 +10,7 @@ checkpoint falls back to the generation before it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -199,32 +200,47 @@ class RunDirectory:
     def lock(self) -> None:
         """Claim the directory for this process; refuse when a live run holds it.
 
-        The lock file names the host, pid and SLURM job of its holder. It is stale, and taken
-        over, when its holder is a dead process on this host, or when it was left by an earlier
-        start of this same SLURM job (a requeued job keeps its id, maybe not its node).
+        The holder keeps an OS lock (``flock``) on the lock file for its whole life, so that
+        two processes that can see each other's locks never both hold it, whatever their
+        command lines, and a takeover has no race. The file also names the host, pid, process
+        start and SLURM job of its holder, for what an OS lock cannot see: a lock the holder
+        no longer keeps is stale, and taken over, when its holder is a dead process on this
+        host (its pid gone, or reused by a process that started later), or when it was left
+        by an earlier start of this same SLURM job (a requeued job keeps its id, maybe not its
+        node). A holder on another node is taken to be alive.
         """
         path = self.file(LOCK)
         mine = _holder()
-        for _ in range(2):
-            try:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder = _read_lock(path)
-                if holder is not None and _alive(holder, mine):
-                    raise CheckpointError(
-                        f"run directory {str(self.path)!r} is in use by a live run (host "
-                        f"{holder.get('host')}, pid {holder.get('pid')}"
-                        + (f", SLURM job {holder['job']}" if holder.get("job") else "")
-                        + f"); wait for it to end, or if it is dead, delete {path}"
-                    ) from None
-                log.warning("taking over the stale lock of a run that ended without releasing it")
-                path.unlink(missing_ok=True)
+        for _ in range(10):
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            locked = _os_lock(descriptor)
+            if locked and not _same_file(descriptor, path):
+                os.close(descriptor)  # its holder released and removed it meanwhile
                 continue
-            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-                json.dump(mine, stream)
+            if not locked:
+                holder = _read_lock(path)
+                os.close(descriptor)
+                self._refuse(holder or {}, path)
+            holder = _read_lock(path)
+            if holder and holder != mine and _alive(holder, mine):
+                os.close(descriptor)  # held by a run that keeps no OS lock (an earlier evores)
+                self._refuse(holder, path)
+            if holder:
+                log.warning("taking over the stale lock of a run that ended without releasing it")
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, json.dumps(mine).encode(), 0)
+            self._lock_descriptor = descriptor
             self._locked = True
             return
-        raise CheckpointError(f"could not lock {path}: another run keeps creating it")
+        raise CheckpointError(f"could not lock {path}: other runs keep taking and releasing it")
+
+    def _refuse(self, holder: dict[str, Any], path: Path) -> None:
+        raise CheckpointError(
+            f"run directory {str(self.path)!r} is in use by a live run (host "
+            f"{holder.get('host')}, pid {holder.get('pid')}"
+            + (f", SLURM job {holder['job']}" if holder.get("job") else "")
+            + f"); wait for it to end, or if it is dead, delete {path}"
+        )
 
     def claim(self, fresh: bool) -> None:
         """Create the directory and lock it before anything else is written to it; for a fresh
@@ -272,7 +288,9 @@ class RunDirectory:
     def unlock(self) -> None:
         """Release the lock taken by :meth:`lock` (harmless when it was not taken)."""
         if getattr(self, "_locked", False):
+            # Removed while still held, so no other process can take the file being removed.
             self.file(LOCK).unlink(missing_ok=True)
+            os.close(self._lock_descriptor)
             self._locked = False
 
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -280,8 +298,42 @@ class RunDirectory:
 
 
 def _holder() -> dict[str, Any]:
-    """This process as a lock names it: host, pid and SLURM job id ("" outside a job)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "job": _job()}
+    """This process as a lock names it: host, pid, start and SLURM job id ("" outside a job)."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "job": _job(), "started": _start(pid)}
+
+
+def _start(pid: int) -> str | None:
+    """When process ``pid`` started, as the kernel counts it (the boot and the clock ticks
+    since): a pid reused by another process after its holder died does not match."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return f"{boot}/{stat.rpartition(')')[2].split()[19]}"  # field 22: starttime
+    except (OSError, IndexError):
+        return None
+
+
+def _os_lock(descriptor: int) -> bool:
+    """Take the OS lock on ``descriptor`` without waiting; True when taken (or where the file
+    system has no such locks: the lock file's contents decide alone)."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    """Whether ``descriptor`` is still the file at ``path`` (a holder that released it
+    removed it; its successor locks a new one)."""
+    try:
+        return os.path.samestat(os.fstat(descriptor), os.stat(path))
+    except OSError:
+        return False
+
 
 
 def _job() -> str:
@@ -318,9 +370,7 @@ def _alive(holder: dict[str, Any], mine: dict[str, Any]) -> bool:
         return False
     except PermissionError:
         return True  # alive, another user's
-    # A live pid may have been reused by an unrelated process since the holder died.
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return not command or b"evores" in command  # empty while a process starts or exits
+    # A live pid may have been reused by another process since the holder died: it started
+    # later. A lock without its holder's start (an earlier evores) counts as alive.
+    started = holder.get("started")
+    return not isinstance(started, str) or _start(pid) in (started, None)

@@ -20,6 +20,7 @@ from typing import Any
 
 from evores.core.atomic import write_json
 from evores.core.errors import UNPARSABLE, CheckpointError
+from evores.core.paths import usable_path
 from evores.store.checkpoint import RunDirectory
 from evores.store.names import CANDIDATE, DATA_REPORT
 
@@ -39,7 +40,7 @@ def run_directory(out: Path | None, resume: bool) -> RunDirectory:
         if resume:
             raise CheckpointError("--resume needs --out DIR naming the run directory to continue")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run_dir = RunDirectory(out)
+    run_dir = RunDirectory(usable_path(out, "--out", CheckpointError))
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise CheckpointError(
             f"--out {str(run_dir.path)!r} is a file, not a directory; choose a directory"

@@ -5,10 +5,10 @@ configuration itself. See :mod:`evores.strategies.initial` for the order and the
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from evores.core.errors import ConfigError
+from evores.core.paths import usable_path
 from evores.core.results import KIND_FINAL, KIND_SEARCH, OK
 from evores.store.checkpoint import EVALUATIONS, RunDirectory
 from evores.store.resume import read_log
@@ -18,7 +18,7 @@ from evores.strategies.initial import KEY
 def genomes_of_run(path: str, population: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Up to ``population`` distinct genomes of the run in ``path``, best first, and where
     each came from (for the messages)."""
-    folder = Path(path).expanduser()
+    folder = usable_path(path, KEY)
     if not (folder / EVALUATIONS).is_file():
         raise ConfigError(
             f"{KEY} = {path!r} is not a run directory (it has no {EVALUATIONS}); give the --out "

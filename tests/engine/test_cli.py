@@ -67,6 +67,10 @@ def test_version_and_no_subcommand(capsys):
         (["export", "{tmp}/absent", "--optuna-storage", "sqlite:///{tmp}/x.db"], "absent"),
         (["plan", "--cpus", "0"], "--cpus must be >= 1"),
         (["sbatch", "--config", "{tmp}/absent.toml"], "does not exist"),
+        (["run", "--config", "{tmp}/" + "n" * 300], "File name too long"),
+        (["run", "--out", "{tmp}/a\0b"], "NUL byte"),
+        (["report", "{tmp}/a\0b"], "NUL byte"),
+        (["export", "{tmp}/" + "n" * 300, "--optuna-storage", "sqlite:///{tmp}/x.db"], "too long"),
     ],
 )
 def test_a_mistake_is_one_line_and_exit_2_from_every_subcommand(argv, fragment, tmp_path, capsys):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN, assert_same_result, require_mpiexec, summary
+from conftest import ROOT, TINY_RUN, assert_same_result, require_mpiexec, summary
 
 from evores.core.errors import CheckpointError
 from evores.core.exits import EXIT_CHECKPOINTED
@@ -172,3 +172,35 @@ def test_asynchronous_run_stopped_under_mpi_resumes_without_retraining(cli, cli_
     run_summary = summary(run_dir)
     assert [s["n_evaluations"] for s in run_summary["stages"]] == [6, 4]
     assert 0.0 <= run_summary["test_accuracy"] <= 1.0
+
+
+def test_a_live_holder_started_from_a_users_own_script_keeps_its_directory(tmp_path):
+    """The lock's liveness test looked for "evores" in the holder's command line, so a run
+    started as `python train.py` was taken for dead and its lock deleted (issue 23, class 15)."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from evores.store.checkpoint import RunDirectory\n"
+        "RunDirectory(Path(sys.argv[1])).lock()\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, str(script), str(run_dir)], stdout=subprocess.PIPE, text=True,
+        env=environment,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointError, match="in use by a live run"):
+            RunDirectory(run_dir).lock()
+        assert (run_dir / LOCK).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    taken = RunDirectory(run_dir)
+    taken.lock()  # its holder is dead: the lock is taken over
+    taken.unlock()
