@@ -61,15 +61,22 @@ def _run(args: argparse.Namespace) -> int:
                       resume=args.resume)  # fmt: skip
     try:
         return run_request(request, drive=_drive_to_exit_code) or EXIT_OK
-    except OSError as error:
-        if not is_machine_fault(error):
-            raise
+    except OSError as error:  # what the run wrote so far is intact (atomic writes, the log)
+        if is_machine_fault(error):
+            print(
+                f"evores: error: the machine failed ({one_line(error)}); the run directory "
+                "keeps its last checkpoint: fix the machine (free space, say), then run again "
+                "with --resume",
+                file=sys.stderr,
+            )
+            return EXIT_CHECKPOINTED
+        where = f" {error.filename}" if error.filename else ""
         print(
-            f"evores: error: the machine failed ({one_line(error)}); the run directory keeps "
-            "its last checkpoint: fix the machine (free space, say), then run again with --resume",
+            f"evores: error: cannot write{where} ({error.strerror or one_line(error)}); what "
+            "the run wrote so far is kept: fix that path, then run again with --resume",
             file=sys.stderr,
         )
-        return EXIT_CHECKPOINTED
+        return EXIT_USAGE
 
 
 def _drive_to_exit_code(setup: dict[str, Any], comm, stop) -> int:

@@ -94,3 +94,25 @@ def test_a_device_type_this_machine_cannot_train_on_is_refused_before_anything_i
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("evores: error: device") and device in err[-1]
     assert not (out / "config.toml").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (NotADirectoryError(20, "Not a directory", "runs/r/tensorboard"), 2, "cannot write"),
+        (PermissionError(13, "Permission denied", "runs/r/evaluations.jsonl"), 2, "cannot write"),
+        (OSError(28, "No space left on device", "runs/r/checkpoint.json"), 75, "machine failed"),
+    ],
+)
+def test_a_write_error_mid_run_is_one_line_not_a_traceback(monkeypatch, capsys, error, code, says):
+    """A read-only log or a tensorboard/ that is a file gave exit 1 and a stack (issue 23,
+    class 11); the run's files survive it (atomic writes, an append-only log)."""
+
+    def failing(request, drive):
+        raise error
+
+    monkeypatch.setattr("evores.engine.cli.run_request", failing)
+    assert main(["run", "--quiet"]) == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evores: error: ") and says in lines[0]
+    assert str(error.filename) in lines[0]
