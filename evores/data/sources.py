@@ -244,6 +244,11 @@ class HDF5Source(Source):
         self.path = resolved(path)
         self.name = self.path.stem
         self.identity = f"hdf5:{self.path}"
+        if self.path.exists() and not self.path.is_file():
+            raise DataError(
+                f"HDF5 dataset {self.path} is not a regular file (a folder, a FIFO or a device); "
+                "set data.path to an HDF5 file"
+            )
         if not self.path.is_file():
             raise DataError(f"HDF5 dataset {self.path} does not exist; set data.path to it")
         try:

@@ -256,6 +256,13 @@ def plan(args: argparse.Namespace) -> str:
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be >= 1, got {value}")
     config = configuration.load(args.config, args.overrides)
+    if config["fitness"]["function"]:
+        print(
+            f"evores plan: note: fitness.function = {config['fitness']['function']!r} is set, "
+            "but the plan times evores' own CNN training; its figures hold for that, not for "
+            "your function",
+            file=sys.stderr,
+        )
     setting = _setting(args, config)
     import torch
 

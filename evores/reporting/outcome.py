@@ -45,16 +45,22 @@ _CHECK = {
     "train.max_epochs",
 }
 _CHECK_OTHER = "the reasons in evaluations.jsonl"
+# With fitness.function set, a NaN is what the function returned, not a diverged training.
+_CHECK_USER_NAN = "fitness.function: it returned NaN or infinity, which is no accuracy"
 
 
 def of_run(
-    progress: Progress, winner: dict[str, Any] | None, failed: list[dict[str, Any]]
+    progress: Progress,
+    winner: dict[str, Any] | None,
+    failed: list[dict[str, Any]],
+    user_function: bool = False,
 ) -> dict[str, Any]:
     """The summary's ``outcome``: ``status`` ok or failed; for a failed run the 1-based
     ``stage`` and its ``resolution`` that found nothing (None when the final retraining did),
     the ``reason`` (failures by type, the first one's cause) and what to ``check``.
 
-    ``failed`` are the log's failed records (the last of each key)."""
+    ``failed`` are the log's failed records (the last of each key); ``user_function``: the
+    run evaluated with ``fitness.function``."""
     if winner is not None or not progress.done:
         return {"status": OK, "stage": None, "resolution": None, "reason": None, "check": None}
     barren = [i for i, stage in enumerate(progress.stages) if stage["best_val_accuracy"] is None]
@@ -72,7 +78,10 @@ def of_run(
     counted = ", ".join(f"{kind} {n}" for kind, n in types.most_common())
     first = failures[0].get("reason") if failures else None
     reason = f"{what} ({counted})" + (f"; the first: {first}" if first else "")
-    check = _CHECK.get(types.most_common(1)[0][0], _CHECK_OTHER) if types else _CHECK_OTHER
+    main = types.most_common(1)[0][0] if types else None
+    check = _CHECK.get(main, _CHECK_OTHER)
+    if user_function and main == FAILURE_NAN:
+        check = _CHECK_USER_NAN
     return {"status": FAILED, "stage": number, "resolution": at, "reason": reason, "check": check}
 
 

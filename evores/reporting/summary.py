@@ -102,7 +102,7 @@ def summary(
         },
         "final_candidates": list(progress.final),
         "failures": dict(sorted(failures.items())),
-        "outcome": outcome.of_run(progress, winner, failed),
+        "outcome": outcome.of_run(progress, winner, failed, bool(config["fitness"]["function"])),
         "seed": config["seed"],
         "strategy": config["search"]["strategy"],
         "data": {

@@ -57,7 +57,9 @@ def keep_winner(run_dir: str | Path, config: dict[str, Any], cache, final, winne
     if source.is_file():
         os.replace(source, run_dir / WEIGHTS)
     elif not (run_dir / WEIGHTS).is_file():  # not already renamed by a run killed after it
-        log.warning("the winner's weights were not saved (%s is absent): no %s", source, WEIGHTS)
+        if not config["fitness"]["function"]:  # a user's function keeps its own networks
+            log.warning("the winner's weights were not saved (%s is absent): no %s", source,
+                        WEIGHTS)  # fmt: skip
         return
     try:
         network = read_metadata(run_dir / WEIGHTS)

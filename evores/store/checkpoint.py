@@ -252,9 +252,14 @@ class RunDirectory:
             self.path.mkdir(parents=True, exist_ok=True)
             self.lock()
         except OSError as error:
-            raise CheckpointError(
-                f"cannot write the run directory {str(self.path)!r} ({error.strerror}); "
+            fix = (
                 "choose a writable --out"
+                if fresh
+                else "--resume writes into it: make it writable, or copy the run to a place "
+                "that is and resume there"
+            )
+            raise CheckpointError(
+                f"cannot write the run directory {str(self.path)!r} ({error.strerror}); {fix}"
             ) from None
         others = [p.name for p in self.path.iterdir() if p.name != LOCK]
         if fresh and others:

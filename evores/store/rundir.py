@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,11 @@ def run_directory(out: Path | None, resume: bool) -> RunDirectory:
             raise CheckpointError("--resume needs --out DIR naming the run directory to continue")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run_dir = RunDirectory(usable_path(out, "--out", CheckpointError))
+    if run_dir.path.is_symlink() and not run_dir.path.exists():
+        raise CheckpointError(
+            f"--out {str(run_dir.path)!r} is a symlink to {os.readlink(run_dir.path)!r}, which "
+            "does not exist; create that directory, or give another --out"
+        )
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise CheckpointError(
             f"--out {str(run_dir.path)!r} is a file, not a directory; choose a directory"
