@@ -30,8 +30,8 @@ def usable_path(
         )
     try:
         path.stat()
-    except FileNotFoundError:
-        pass  # not there (yet): whoever needs it to exist says so
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # not there (yet), or under a file: whoever needs it to exist says so
     except OSError as problem:
         raise error(
             f"{what} {shown} cannot be used ({problem.strerror}); give a path this user may "
