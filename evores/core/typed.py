@@ -30,7 +30,7 @@ def checked_type(name: str, default: Any, value: Any, strings: bool = False) -> 
     numbers = value if isinstance(value, list) else [value]
     if ok and any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
         raise ConfigError(
-            f"{name} must be a finite number, got {_short(value)}; "
+            f"{name} must be a finite number, got {short(value)}; "
             f"e.g. {name} = {to_toml_value(default)}"
         )
     if not ok:
@@ -38,7 +38,7 @@ def checked_type(name: str, default: Any, value: Any, strings: bool = False) -> 
         if isinstance(default, list):
             expected = "a list of strings" if strings else "a list of numbers"
         raise ConfigError(
-            f"{name} must be {expected}, got {_short(value)} ({type(value).__name__}); "
+            f"{name} must be {expected}, got {short(value)} ({type(value).__name__}); "
             f"e.g. {name} = {to_toml_value(default)}"
         )
     return value
@@ -84,6 +84,17 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """``value``'s repr, cut to fit in a one-line message."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def is_int(value: Any) -> bool:
+    """A whole number as JSON gives it (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite number as JSON gives it (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -102,7 +102,6 @@ class DatasetCache:
             labels = f["labels"][select]
         return np.ascontiguousarray(images), labels.astype(np.int64)
 
-
     def pin(self) -> dict[str, str]:
         """What a run pins of its data: the source's fingerprint, and a digest of which
         images (by content) are in which split. A resume on other data is refused by it."""

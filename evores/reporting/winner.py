@@ -33,6 +33,7 @@ from evores.core.atomic import write_json
 from evores.core.errors import CheckpointError
 from evores.core.paths import usable_path
 from evores.core.results import one_line
+from evores.core.typed import is_int, is_number, short
 from evores.store.names import DESCRIPTION, WEIGHTS
 from evores.store.rundir import candidate_path
 from evores.training.weights import read_metadata
@@ -167,46 +168,31 @@ def winner_problems(winner: Any) -> list[str]:
         return [f"missing {', '.join(missing)}"]
     problems = []
     resolution = winner["resolution"]
-    if not _is_int(resolution) or resolution < MIN_RESOLUTION:
-        problems.append(f"resolution = {_short(resolution)} is not a whole number of px >= 2")
+    if not is_int(resolution) or resolution < MIN_RESOLUTION:
+        problems.append(f"resolution = {short(resolution)} is not a whole number of px >= 2")
     source = winner.get("source_resolution")
-    fits = _is_int(source) and _is_int(resolution) and source >= resolution
+    fits = is_int(source) and is_int(resolution) and source >= resolution
     if source is not None and not fits:
-        problems.append(f"source_resolution = {_short(source)} is not a number of px >= resolution")
+        problems.append(f"source_resolution = {short(source)} is not a number of px >= resolution")
     mean, std = winner["mean"], winner["std"]
     for name, values in (("mean", mean), ("std", std)):
-        if not (isinstance(values, list) and len(values) in (1, 3) and all(map(_finite, values))):
-            problems.append(f"{name} = {_short(values)} is not 1 or 3 finite numbers")
+        if not (isinstance(values, list) and len(values) in (1, 3) and all(map(is_number, values))):
+            problems.append(f"{name} = {short(values)} is not 1 or 3 finite numbers")
     if not problems and (len(mean) != len(std) or min(std) <= 0):
-        problems.append(f"std = {_short(std)} must match mean and be > 0 in every channel")
+        problems.append(f"std = {short(std)} must match mean and be > 0 in every channel")
     names = winner["class_names"]
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)):
-        problems.append(f"class_names = {_short(names)} is not a list of 2 or more names")
+        problems.append(f"class_names = {short(names)} is not a list of 2 or more names")
     if winner["filter"] not in FILTERS:
-        problems.append(f"filter = {_short(winner['filter'])} is not one of {', '.join(FILTERS)}")
+        problems.append(f"filter = {short(winner['filter'])} is not one of {', '.join(FILTERS)}")
     if winner["crop"] not in CROPS:
-        problems.append(f"crop = {_short(winner['crop'])} is not one of {', '.join(CROPS)}")
+        problems.append(f"crop = {short(winner['crop'])} is not one of {', '.join(CROPS)}")
     if not isinstance(winner["hparams"], dict):
-        problems.append(f"hparams = {_short(winner['hparams'])} is not a genome")
+        problems.append(f"hparams = {short(winner['hparams'])} is not a genome")
     resizer = winner.get("resizer")
     if resizer is not None and not isinstance(resizer, dict):
-        problems.append(f"resizer = {_short(resizer)} is not a learned resizer's description")
+        problems.append(f"resizer = {short(resizer)} is not a learned resizer's description")
     return problems
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    import math
-
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _downsampled(image, resolution: int, winner: dict[str, Any]):

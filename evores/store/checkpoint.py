@@ -340,7 +340,6 @@ def _same_file(descriptor: int, path: Path) -> bool:
         return False
 
 
-
 def _job() -> str:
     try:
         job = job_id()

@@ -21,11 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from typing import Any
 
 from evores.core.errors import UNPARSABLE, CheckpointError, ConfigError
 from evores.core.results import INTERRUPTED, KIND_FINAL, KIND_SEARCH, record_problems
+from evores.core.typed import is_int, is_number, short
 from evores.store.checkpoint import CHECKPOINT, CONFIG, EVALUATIONS, PREVIOUS, RunDirectory
 from evores.store.state import Checkpoint
 from evores.strategies.state import OPTIONAL_KEYS
@@ -182,17 +182,17 @@ def state_problems(state: Any, config: dict[str, Any]) -> list[str]:
     if not isinstance(state, dict):
         return [f"the state is {type(state).__name__}, not an object"]
     problems = []
-    if not _is_number(state.get("elapsed")) or state["elapsed"] < 0:
+    if not is_number(state.get("elapsed")) or state["elapsed"] < 0:
         problems.append(f"elapsed = {state.get('elapsed')!r} is not a number of seconds >= 0")
     if "config" in state and not (
         isinstance(state["config"], dict) and isinstance(state.get("config_fingerprint"), str)
     ):
         problems.append("config is not the record of a configuration")
-    if "logged" in state and not (_is_int(state["logged"]) and state["logged"] >= 0):
-        problems.append(f"logged = {_short(state['logged'])} is not a count of log lines")
+    if "logged" in state and not (is_int(state["logged"]) and state["logged"] >= 0):
+        problems.append(f"logged = {short(state['logged'])} is not a count of log lines")
     search = state.get("search")
     if not isinstance(search, dict):
-        return problems + [f"search = {_short(search)} is not an object"]
+        return problems + [f"search = {short(search)} is not an object"]
     return problems + _search_problems(search, config)
 
 
@@ -202,19 +202,19 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
     problems = []
     fields = {
         "phase": lambda v: v in PHASES,
-        "stage": lambda v: _is_int(v) and 0 <= v < len(budgets),
-        "n_evaluations": lambda v: _is_int(v) and 0 <= v <= sum(budgets),
+        "stage": lambda v: is_int(v) and 0 <= v < len(budgets),
+        "n_evaluations": lambda v: is_int(v) and 0 <= v <= sum(budgets),
         "population": lambda v: isinstance(v, list) and all(map(_is_member, v)),
         "space": lambda v: isinstance(v, dict),
-        "stage_scores": lambda v: isinstance(v, list) and all(map(_is_number, v)),
-        "stage_started": lambda v: _is_number(v) and v >= 0,
+        "stage_scores": lambda v: isinstance(v, list) and all(map(is_number, v)),
+        "stage_started": lambda v: is_number(v) and v >= 0,
         "stages": lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
         "transitions": lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
         "final": lambda v: isinstance(v, list) and all(isinstance(f, dict) for f in v),
         "carried": lambda v: isinstance(v, list) and all(map(_is_member, v)),
         # The fidelity probe's (absent from checkpoints written before it, and at times).
         "probe": lambda v: isinstance(v, list) and all(map(_is_member, v)),
-        "probe_size": lambda v: _is_int(v) and v >= 0,
+        "probe_size": lambda v: is_int(v) and v >= 0,
         "stage_members": lambda v: isinstance(v, list) and all(map(_is_member, v)),
         "decisions": lambda v: isinstance(v, list) and all(isinstance(d, dict) for d in v),
         "unnarrowed": lambda v: isinstance(v, dict),
@@ -222,16 +222,16 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
     if config["search"]["strategy"] == "tpe":
         fields["trials"] = lambda v: isinstance(v, list) and all(map(_is_member, v))
     if config["search"]["asynchronous"]:
-        fields["births"] = lambda v: _is_int(v) and v >= 0
+        fields["births"] = lambda v: is_int(v) and v >= 0
         fields["pending"] = lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v)
     else:
-        fields["generation"] = lambda v: _is_int(v) and v >= 0
+        fields["generation"] = lambda v: is_int(v) and v >= 0
     for name, valid in fields.items():
         if name not in search:
             if name not in OPTIONAL_KEYS:
                 problems.append(f"{name} is missing")
         elif not valid(search[name]):
-            problems.append(f"{name} = {_short(search[name])} is impossible for this run")
+            problems.append(f"{name} = {short(search[name])} is impossible for this run")
     if not problems:
         problems += _consistency_problems(search, budgets)
     return problems
@@ -240,9 +240,9 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
 def _consistency_problems(search: dict[str, Any], budgets: list[int]) -> list[str]:
     problems = []
     stage = search["stage"]
-    if not _is_int(search.get("stage_used")) or not 0 <= search["stage_used"] <= budgets[stage]:
+    if not is_int(search.get("stage_used")) or not 0 <= search["stage_used"] <= budgets[stage]:
         problems.append(
-            f"stage_used = {_short(search.get('stage_used'))} is outside stage {stage}'s "
+            f"stage_used = {short(search.get('stage_used'))} is outside stage {stage}'s "
             f"budget of {budgets[stage]}"
         )
     closed = stage + (search["phase"] != "search")
@@ -261,21 +261,8 @@ def _is_member(member: Any) -> bool:
     return (
         isinstance(member, dict)
         and isinstance(member.get("hparams"), dict)
-        and _is_number(member.get("fitness"))
+        and is_number(member.get("fitness"))
         and isinstance(member.get("status"), str)
-        and _is_int(member.get("best_epoch", 0))
+        and is_int(member.get("best_epoch", 0))
         and isinstance(member.get("key"), list)
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -26,6 +26,7 @@ import os
 from typing import Any
 
 from evores.core.errors import ConfigError
+from evores.core.typed import short
 from evores.strategies.space import SearchSpace
 
 KEY = "search.initial"
@@ -41,7 +42,7 @@ def checked_value(value: Any) -> str | list[dict[str, Any]]:
         return [dict(genome) for genome in value]
     raise ConfigError(
         f"{KEY} must be a list of genome tables or the path of an earlier run directory, got "
-        f'{_short(value)}; e.g. {KEY} = "runs/earlier" or {KEY} = [{{learning_rate = 0.01, '
+        f'{short(value)}; e.g. {KEY} = "runs/earlier" or {KEY} = [{{learning_rate = 0.01, '
         "conv_filters = [16], conv_kernels = [3], fc_units = [64], batch_size = 64, l1 = 0.0, "
         "l2 = 0.0}]"
     )
@@ -69,8 +70,3 @@ def check_genomes(
         except ConfigError as error:
             raise ConfigError(f"{name}: {error}") from None
     return resolved
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
