@@ -4,6 +4,7 @@ folder this user may not enter, a symlink loop)."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def usable_path(
     except (FileNotFoundError, NotADirectoryError):
         pass  # not there (yet), or under a file: whoever needs it to exist says so
     except OSError as problem:
+        reason = "a symlink loop" if problem.errno == errno.ELOOP else problem.strerror
         raise error(
-            f"{what} {shown} cannot be used ({problem.strerror}); give a path this user may "
-            "read, with names the file system allows"
+            f"{what} {shown} cannot be used ({reason}); give a path this user may read, with "
+            "names the file system allows"
         ) from None
     return path
