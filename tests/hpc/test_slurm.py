@@ -385,7 +385,7 @@ def fake_command(directory: Path, name: str, body: str) -> Path:
 
 # --------------------------------------------------------------------------- real SLURM
 
-# Stands in for `python -m evores.run` in the requeue test: the first start creates the run and
+# Stands in for `python -m evores run` in the requeue test: the first start creates the run and
 # waits for SIGUSR1, then exits like a checkpointing driver; a start that finds config.toml
 # finishes the run.
 FAKE_DRIVER = """\
@@ -460,9 +460,9 @@ def test_walltime_warning_checkpoints_requeues_and_resumes(slurm_cluster, tmp_pa
     assert info["Restarts"] == "1" and info["ExitCode"] == "0:0"
     starts = log.read_text().splitlines()
     assert starts == [
-        f"start restart=0: -m evores.run --config my.toml --out {run_dir} --quiet",
+        f"start restart=0: -m evores run --config my.toml --out {run_dir} --quiet",
         "SIGUSR1",
-        f"start restart=1: -m evores.run --config my.toml --out {run_dir} --resume --quiet",
+        f"start restart=1: -m evores run --config my.toml --out {run_dir} --resume --quiet",
     ]
     assert json.loads((run_dir / "summary.json").read_text()) == {"test_accuracy": 0.5}
     output = out.read_text()  # --open-mode=append: both starts are in it
