@@ -62,6 +62,11 @@ def _resolve_data(data: dict[str, Any]) -> None:
             raise ConfigError(f"data.{key} must lie in (0, 0.5), got {data[key]}")
     if not data["path"]:
         raise ConfigError(f"data.path is empty; give a dataset path or {EMBEDDED!r}")
+    if data["max_decode_pixels"] < 1:
+        raise ConfigError(
+            f"data.max_decode_pixels must be >= 1, got {data['max_decode_pixels']}; e.g. "
+            "250000000 (750 MB as 8-bit RGB)"
+        )
     _check_resizer(data)
 
 

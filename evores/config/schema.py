@@ -12,6 +12,7 @@ import copy
 import logging
 from typing import Any
 
+from evores.data.resample import MAX_DECODE_PIXELS
 from evores.hpc.sbatch import SLURM_DEFAULTS
 from evores.training.defaults import TRAIN_DEFAULTS
 
@@ -47,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
         "test_fraction": 0.15,
         "download": False,
         "split_seed": 0,
+        # The most pixels one image may decode to while the cache is built (see
+        # evores.data.resample.MAX_DECODE_PIXELS for why 250 million).
+        "max_decode_pixels": MAX_DECODE_PIXELS,
         # "learned": a small CNN shrinks resizer_source px copies to each stage's resolution
         # (evores.training.resizer); 0 = twice the stage's resolution.
         "resizer": "fixed",

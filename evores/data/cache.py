@@ -53,7 +53,15 @@ import numpy as np
 from evores.core.atomic import atomic_path
 from evores.core.errors import ConfigError, DataError
 from evores.data.images import DECODE_ERRORS
-from evores.data.resample import CROPS, FILTERS, process_image, upscaled_counts
+from evores.data.resample import (
+    CROPS,
+    FILTERS,
+    MAX_DECODE_PIXELS,
+    TooLargeToDecode,
+    decodable,
+    process_image,
+    upscaled_counts,
+)
 from evores.data.sources import (
     Item,
     ScanReport,
@@ -156,12 +164,15 @@ def open_cache(
     test_fraction: float = 0.15,
     download: bool = False,
     progress: Callable[[str], None] | None = None,
+    max_decode_pixels: int = MAX_DECODE_PIXELS,
 ) -> DatasetCache:
     """Build or reuse the cache of ``source`` holding at least ``resolutions``.
 
     ``source``: "embedded", a folder, an .h5/.hdf5 file, or "cifar10:<root>" /
     "stl10:<root>" / "flowers102:<root>". Rebuilds when the source fingerprint or a parameter
-    changed or a resolution is missing.
+    changed or a resolution is missing. An image that would decode to more than
+    ``max_decode_pixels`` is skipped undecoded and counted (a JPEG decodes at the smallest DCT
+    scale that keeps twice the largest resolution, so a huge JPEG decodes small).
     """
     wanted = _check_options(resolutions, filter, crop, val_fraction, test_fraction)
     src = open_source(source, download=download)
@@ -173,6 +184,7 @@ def open_cache(
         "val_fraction": float(val_fraction),
         "test_fraction": float(test_fraction),
         "format_version": FORMAT_VERSION,
+        "max_decode_pixels": int(max_decode_pixels),
     }
     path = _cache_path(cache_dir, src.name, params)
     fingerprint = src.fingerprint()
@@ -263,6 +275,7 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
     scan = ScanReport()
     items = source.scan(scan)
     where = source.identity
+    items = _decodable(source, items, resolutions, params, scan)
     upscaled = upscaled_counts(items, resolutions, params["crop"], where)
     splits, n_dropped = assign_splits(
         items, params["val_fraction"], params["test_fraction"], params["seed"]
@@ -277,6 +290,19 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
         report = _report(source, items, kept, scan, n_dropped, upscaled, started)
         _write_attrs(f, source, params, fingerprint, resolutions, report)
     logger.info("built cache %s (%d images) in %.1f s", path, len(kept), report["build_seconds"])
+
+
+def _decodable(source, items: list[Item], resolutions, params: dict, scan) -> list[Item]:
+    """The items that downsampling decodes within ``max_decode_pixels``; the others skipped
+    (before the split, so that every split keeps what it was given)."""
+    limit = params["max_decode_pixels"]
+    kept = []
+    for item in items:
+        if decodable(source, item, resolutions, params["filter"], params["crop"], limit):
+            kept.append(item)
+        else:
+            scan.skip(item.name, f"too large to decode (over data.max_decode_pixels = {limit:,})")
+    return kept
 
 
 def _write_images(f, source, items, order, resolutions, params, scan, progress) -> list[int]:
@@ -295,10 +321,16 @@ def _write_images(f, source, items, order, resolutions, params, scan, progress) 
     step = max(1, n // 10)
     for k, i in enumerate(order, 1):
         try:
-            arrays = process_image(source, items[i], resolutions, params["filter"], params["crop"])
+            arrays, scale = process_image(
+                source, items[i], resolutions, params["filter"], params["crop"],
+                params["max_decode_pixels"],
+            )  # fmt: skip
+        except TooLargeToDecode as exc:
+            scan.skip(items[i].name, str(exc))
         except DECODE_ERRORS as exc:
             scan.skip(items[i].name, f"corrupt ({type(exc).__name__}: {exc})"[:200])
         else:
+            scan.n_reduced += scale > 1
             for r in resolutions:
                 buffers[r][filled] = arrays[r]
             filled += 1
@@ -350,6 +382,7 @@ def _report(source, items, kept, scan, n_dropped, upscaled, started) -> dict:
         "split_sizes": {s: sum(class_counts[s]) for s in class_counts},
         "class_counts": class_counts,
         "n_scanned": len(items),
+        "n_decoded_reduced": scan.n_reduced,  # JPEGs decoded at a reduced DCT scale
         "build_seconds": round(time.perf_counter() - started, 3),
     }
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import stat
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ IMAGE_EXTENSIONS = frozenset(
 # What Pillow raises for an image whose header declares more than Image.MAX_IMAGE_PIXELS
 # pixels (the warning is made an error by open_image: decoding one could exhaust the memory).
 TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
-TOO_LARGE_REASON = "too large (over PIL.Image.MAX_IMAGE_PIXELS)"
 
 
 # Decoding errors Pillow raises for corrupt, truncated or oversized files.
@@ -43,11 +41,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_image(file) -> Image.Image:
-    """``Image.open`` refusing every decompression bomb: Pillow only warns below twice its
-    pixel limit, and such an image would still be decoded whole when the cache is built."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    """``Image.open``, which reads the header alone, without Pillow's decompression-bomb check
+    on the header's size: how much may be decoded is decided from what downsampling the image
+    decodes (a JPEG at a reduced DCT scale), by :func:`evores.data.resample.process_image`."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the check reads this global; restored at once
+    try:
         return Image.open(file)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def unusable_file(path: Path) -> str | None:

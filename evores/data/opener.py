@@ -46,5 +46,6 @@ def _open_cache(config: dict[str, Any], resolutions: list[int]):
         val_fraction=data["val_fraction"],
         test_fraction=data["test_fraction"],
         download=data["download"],
+        max_decode_pixels=data["max_decode_pixels"],
         progress=log.info,
     )

@@ -17,6 +17,12 @@ from evores.data.sources import Item, Source
 logger = logging.getLogger("evores.data.resample")
 
 MIN_RESOLUTION = 2  # the smallest schedule.resolutions value the configuration accepts
+# The most pixels one image may decode to while the cache is built (data.max_decode_pixels):
+# 250 million pixels are 750 MB as 8-bit RGB, and at most about 1.5 GB while a gray, 16-bit
+# or RGBA image is converted: one image at a time, beside the cache's output arrays, on any
+# node that trains CNNs. A 12,000 px JPEG decodes at 1/8 scale (2.3 MP); a 10,000 px PNG whole
+# (100 MP); a header that claims 100,000 x 100,000 px (10,000 MP) is refused undecoded.
+MAX_DECODE_PIXELS = 250_000_000
 FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 CROPS = ("centre", "squash", "pad")
 
@@ -86,17 +92,62 @@ def _upright_rgb(image: Image.Image, scale: int) -> Image.Image:
     return to_rgb(image)
 
 
+def _scales(image, item: Item, resolutions, filter: str, crop: str) -> dict[int, list[int]]:
+    """The resolutions grouped by the JPEG draft scale each is decoded at (1: whole)."""
+    use_draft = image.format == "JPEG" and filter != "nearest"
+    by_scale: dict[int, list[int]] = defaultdict(list)
+    for r in resolutions:
+        by_scale[_draft_scale(item.size, r, crop) if use_draft else 1].append(r)
+    return by_scale
+
+
+def _decoded_pixels(image, scale: int) -> int:
+    width, height = image.size
+    return -(-width // scale) * -(-height // scale)
+
+
+def decodable(
+    source: Source, item: Item, resolutions, filter: str, crop: str, max_decode_pixels: int
+) -> bool:
+    """Whether building ``item`` decodes at most ``max_decode_pixels``; its header is read
+    only when its size alone cannot tell (no draft scale reduces more than 8 x 8)."""
+    width, height = item.size
+    if width * height <= max_decode_pixels:
+        return True
+    if -(-width // 8) * -(-height // 8) > max_decode_pixels:
+        return False
+    with source.open(item) as image:
+        by_scale = _scales(image, item, resolutions, filter, crop)
+        return _decoded_pixels(image, min(by_scale)) <= max_decode_pixels
+
+
+class TooLargeToDecode(ValueError):
+    """An image that would decode to more than ``max_decode_pixels``: skipped, undecoded."""
+
+
 def process_image(
-    source: Source, item: Item, resolutions: Sequence[int], filter: str, crop: str
-) -> dict[int, np.ndarray]:
-    """Every resolution of one image, decoding it once per distinct JPEG draft scale."""
+    source: Source,
+    item: Item,
+    resolutions: Sequence[int],
+    filter: str,
+    crop: str,
+    max_decode_pixels: int = MAX_DECODE_PIXELS,
+) -> tuple[dict[int, np.ndarray], int]:
+    """Every resolution of one image, decoding it once per distinct JPEG draft scale, and the
+    smallest scale it decoded at (1: whole). Raises :class:`TooLargeToDecode`, having decoded
+    nothing, when a decode would exceed ``max_decode_pixels``."""
     out: dict[int, np.ndarray] = {}
     image = source.open(item)
     try:
-        use_draft = image.format == "JPEG" and filter != "nearest"
-        by_scale: dict[int, list[int]] = defaultdict(list)
-        for r in resolutions:
-            by_scale[_draft_scale(item.size, r, crop) if use_draft else 1].append(r)
+        by_scale = _scales(image, item, resolutions, filter, crop)
+        largest = _decoded_pixels(image, min(by_scale))
+        if largest > max_decode_pixels:
+            width, height = image.size
+            logger.info("%s: %d x %d px would decode to %d pixels", item.name, width, height,
+                        largest)  # fmt: skip
+            raise TooLargeToDecode(
+                f"too large to decode (over data.max_decode_pixels = {max_decode_pixels:,})"
+            )
         for n, (scale, group) in enumerate(sorted(by_scale.items())):
             if n:  # a JPEG can be drafted only before its first decode: open it again
                 image.close()
@@ -107,7 +158,7 @@ def process_image(
             del rgb  # a single full-resolution image alive at a time
     finally:
         image.close()
-    return out
+    return out, min(by_scale)
 
 
 def downsample(image: Image.Image, resolution: int, filter: str, crop: str) -> np.ndarray:

@@ -33,8 +33,6 @@ from evores.data import synthetic
 from evores.data.images import (
     DECODE_ERRORS,
     IMAGE_EXTENSIONS,
-    TOO_LARGE,
-    TOO_LARGE_REASON,
     display_size,
     open_image,
     sha256_bytes,
@@ -67,6 +65,7 @@ class ScanReport:
     n_ignored: int = 0  # files that are not images by their extension
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     examples: list = field(default_factory=list)  # [name, reason], at most MAX_SKIP_EXAMPLES
+    n_reduced: int = 0  # images the build decoded at a reduced (JPEG DCT) scale
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped[reason] += 1
@@ -204,9 +203,6 @@ class FolderSource(Source):
             data = path.read_bytes()
             with open_image(io.BytesIO(data)) as image:
                 size = display_size(image)
-        except TOO_LARGE:
-            report.skip(name, TOO_LARGE_REASON)
-            return None
         except DECODE_ERRORS as exc:
             report.skip(name, f"unreadable ({type(exc).__name__})")
             return None

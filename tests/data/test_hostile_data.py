@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -56,19 +57,36 @@ def png_declaring(width: int, height: int) -> bytes:
     )
 
 
-def test_decompression_bombs_are_skipped_and_counted(tmp_path):
+def test_decompression_bombs_are_skipped_undecoded_and_counted(tmp_path):
+    """A header claiming 100,000 x 100,000 px is refused by what it would decode (issue 21)."""
     folder = image_folder(tmp_path / "data")
-    limit = Image.MAX_IMAGE_PIXELS
-    side = int((3 * limit) ** 0.5)  # above twice the limit: Pillow raises on open
-    (folder / "a" / "bomb.png").write_bytes(png_declaring(side, side))
-    side = int((1.5 * limit) ** 0.5)  # between the limit and twice it: Pillow only warns
-    (folder / "b" / "large.png").write_bytes(png_declaring(side, side))
+    (folder / "a" / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    (folder / "b" / "bomb.jpg").write_bytes(png_declaring(60_000, 60_000))  # any format
+    started = time.perf_counter()
     cache = open_cache(folder, [8], cache_dir=tmp_path / "cache")
+    assert time.perf_counter() - started < 60  # nothing of 10,000 megapixels was decoded
     report = cache.report
-    assert report["n_images"] == 8
-    too_large = [reason for reason in report["skipped"] if reason.startswith("too large")]
-    assert sum(report["skipped"][reason] for reason in too_large) == 2, report["skipped"]
-    assert report["n_skipped"] == 2
+    assert report["n_images"] == 8 and report["n_skipped"] == 2
+    assert report["skipped"] == {"too large to decode (over data.max_decode_pixels = 250,000,000)": 2}  # noqa: E501
+
+
+@pytest.mark.parametrize(
+    ("name", "filter", "kept"),
+    [("big.jpg", "box", True), ("big.jpg", "nearest", False), ("big.png", "box", False)],
+)
+def test_an_image_is_refused_by_what_downsampling_it_decodes_not_by_its_header(
+    tmp_path, name, filter, kept
+):
+    """A 3000 px JPEG decodes at 1/8 for 8 px (375 x 375 px) and fits a 1 MP limit; decoded
+    whole (nearest, no DCT scaling) or as a PNG it is 9 MP and does not."""
+    folder = image_folder(tmp_path / "data")
+    Image.linear_gradient("L").resize((3000, 3000)).convert("RGB").save(folder / "a" / name)
+    cache = open_cache(folder, [8], cache_dir=tmp_path / "cache", filter=filter,
+                       max_decode_pixels=1_000_000)  # fmt: skip
+    report = cache.report
+    assert report["n_images"] == (9 if kept else 8)
+    assert report["n_decoded_reduced"] == (1 if kept else 0)
+    assert report["n_skipped"] == (0 if kept else 1)
 
 
 def test_symlink_loops_and_dangling_symlinks_are_skipped_and_counted(tmp_path):
