@@ -50,7 +50,7 @@ class RunTables:
 
 def load_run(run_dir: str | Path) -> RunTables:
     """The run in ``run_dir``, finished or stopped, as pandas DataFrames."""
-    import pandas as pd
+    pd = _pandas()
 
     path = usable_path(run_dir, "run directory", CheckpointError)
     log = path / "evaluations.jsonl"
@@ -132,3 +132,15 @@ def _summary(path: Path) -> dict[str, Any] | None:
             except UNPARSABLE:
                 log.warning("%s is damaged: left out of load_run's summary", path / name)
     return None
+
+
+def _pandas():
+    """pandas, an optional dependency of load_run alone: one line saying how to get it."""
+    try:
+        import pandas
+    except ModuleNotFoundError:
+        raise CheckpointError(
+            "load_run needs pandas, which evores does not install by default: "
+            "pip install 'evores[analysis]'"
+        ) from None
+    return pandas

@@ -92,8 +92,8 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
     """The winner of the finished run in ``run_dir``: ``(model, predict)``.
 
     ``model`` is the trained ``torch.nn.Module`` in eval mode, on the CPU. ``predict(images)``
-    takes a list of PIL images or image paths and returns their class probabilities, a numpy
-    float32 array (N, n_classes) whose columns follow ``winner.json``'s ``class_names``. Each
+    takes a list of PIL images or image paths (or one of either, a batch of one; an empty list
+    gives N = 0) and returns their class probabilities, a numpy float32 array (N, n_classes) whose columns follow ``winner.json``'s ``class_names``. Each
     image is downsampled as the dataset cache downsampled the training images (the run's
     filter and crop) and normalised with the training data's channel mean and std; with a
     learned resizer, to its source resolution, and the resizer (part of ``model``) does the
@@ -110,6 +110,10 @@ def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]
 
     @torch.no_grad()
     def predict(images: Sequence[Any]) -> np.ndarray:
+        if isinstance(images, (str, os.PathLike)) or hasattr(images, "getbands"):
+            images = [images]  # one path or PIL image: a batch of one, not its characters
+        if len(images) == 0:
+            return np.empty((0, len(winner["class_names"])), np.float32)
         batch = np.stack([_downsampled(image, source, winner) for image in images])
         x = torch.from_numpy(batch).float().sub_(mean).div_(std)
         return torch.softmax(model(x), dim=1).numpy()

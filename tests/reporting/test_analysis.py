@@ -88,3 +88,23 @@ def test_records_a_resume_would_reject_are_left_out(tmp_path):
     write_log(run_dir, [record((0, 0, 0), val=0.75), damaged])
     tables = load_run(run_dir)
     assert list(tables.evaluations["key"]) == [(0, 0, 0)]
+
+
+def test_load_run_without_pandas_says_how_to_get_it(tmp_path, monkeypatch):
+    """A raw ModuleNotFoundError before (issue 24)."""
+    import builtins
+
+    from evores.core.errors import CheckpointError
+    from evores.reporting.analysis import load_run
+
+    real_import = builtins.__import__
+
+    def no_pandas(name, *args, **kwargs):
+        if name == "pandas":
+            raise ModuleNotFoundError("No module named 'pandas'")
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "evaluations.jsonl").write_text("")
+    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    with pytest.raises(CheckpointError, match=r"pip install 'evores\[analysis\]'"):
+        load_run(tmp_path)

@@ -173,3 +173,15 @@ def test_a_finished_run_with_damaged_weights_resumes_into_one_line(tiny_run, tmp
     assert result.returncode == 2, result.stderr
     assert last.startswith("evores: error: ") and "winner.safetensors is damaged" in last
     assert "Traceback" not in result.stderr
+
+
+def test_predict_takes_one_image_or_path_as_a_batch_of_one_and_an_empty_list(tiny_run, tmp_path):
+    """predict("x.jpg") iterated the characters and predict([]) was a numpy error (issue 24)."""
+    run_dir, _ = tiny_run
+    _, predict = load_model(run_dir)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), np.uint8))
+    image.save(tmp_path / "one.png")
+    expected = predict([image])
+    assert np.array_equal(predict(image), expected)
+    assert np.array_equal(predict(str(tmp_path / "one.png")), expected)
+    assert predict([]).shape == (0, expected.shape[1])
