@@ -14,13 +14,13 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 )
-# What Pillow raises for an image whose header declares more than Image.MAX_IMAGE_PIXELS
-# pixels (the warning is made an error by open_image: decoding one could exhaust the memory).
-TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
-
-
-# Decoding errors Pillow raises for corrupt, truncated or oversized files.
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, *TOO_LARGE)
+# Decoding errors Pillow raises for corrupt or truncated files. Its decompression-bomb error
+# stays among them for a Pillow call other than open_image's, which keeps its own size check;
+# what a cache build may decode is decided by evores.data.resample.decodable instead.
+DECODE_ERRORS = (
+    OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError,
+    Image.DecompressionBombError,
+)  # fmt: skip
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
