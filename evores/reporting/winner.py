@@ -91,13 +91,13 @@ def keep_winner(run_dir: str | Path, config: dict[str, Any], cache, final, winne
 def load_model(run_dir: str | Path) -> tuple[Any, Callable[[Sequence[Any]], Any]]:
     """The winner of the finished run in ``run_dir``: ``(model, predict)``.
 
-    ``model`` is the trained ``torch.nn.Module`` in eval mode, on the CPU. ``predict(images)``
-    takes a list of PIL images or image paths (or one of either, a batch of one; an empty list
-    gives N = 0) and returns their class probabilities, a numpy float32 array (N, n_classes)
-    whose columns follow ``winner.json``'s ``class_names``. Each image is downsampled as the
-    dataset cache downsampled the training images (the run's filter and crop) and normalised with the training data's channel mean and std; with a
-    learned resizer, to its source resolution, and the resizer (part of ``model``) does the
-    rest."""
+    ``model`` is the trained ``torch.nn.Module`` in eval mode, on the CPU. ``predict(images)`` takes
+    a list of PIL images or image paths (or one of either, a batch of one; an empty list gives N =
+    0) and returns their class probabilities, a numpy float32 array (N, n_classes) whose columns
+    follow ``winner.json``'s ``class_names``. Each image is downsampled as the dataset cache
+    downsampled the training images (the run's filter and crop) and normalised with the training
+    data's channel mean and std; with a learned resizer, to its source resolution, and the resizer
+    (part of ``model``) does the rest."""
     import numpy as np
     import torch
 
