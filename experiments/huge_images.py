@@ -48,7 +48,7 @@ def picture(side: int, seed: int) -> Image.Image:
     small = side // 16
     y, x = np.mgrid[0:small, 0:small] / small
     channels = [np.sin(6 * x * (c + 1) + seed) * np.cos(5 * y + c) for c in range(3)]
-    base = (np.stack(channels, -1) * 90 + 128 + rng.normal(0, 12, (small, small, 3)))
+    base = np.stack(channels, -1) * 90 + 128 + rng.normal(0, 12, (small, small, 3))
     image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
     return image.resize((side, side), Image.Resampling.BILINEAR)
 
@@ -59,8 +59,12 @@ def png_declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\x00\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def make_sets(work: Path, per_class: int) -> dict[str, Path]:

@@ -67,7 +67,9 @@ def test_decompression_bombs_are_skipped_undecoded_and_counted(tmp_path):
     assert time.perf_counter() - started < 60  # nothing of 10,000 megapixels was decoded
     report = cache.report
     assert report["n_images"] == 8 and report["n_skipped"] == 2
-    assert report["skipped"] == {"too large to decode (over data.max_decode_pixels = 250,000,000)": 2}  # noqa: E501
+    assert report["skipped"] == {
+        "too large to decode (over data.max_decode_pixels = 250,000,000)": 2
+    }  # noqa: E501
 
 
 @pytest.mark.parametrize(

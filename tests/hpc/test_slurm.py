@@ -371,7 +371,8 @@ def test_the_job_environment_and_the_batch_script_are_light_leaves():
     leaves = {"evores", "evores.core", "evores.core.lazy", "evores.core.errors", "evores.hpc"}
     assert imported_modules("import evores.hpc.environment") == leaves | {"evores.hpc.environment"}
     assert imported_modules("import evores.hpc.sbatch") == leaves | {
-        "evores.hpc.sbatch", "evores.core.typed"
+        "evores.hpc.sbatch",
+        "evores.core.typed",
     }
     assert "evores.hpc.environment" not in imported_modules("import evores.config")
 

@@ -87,7 +87,10 @@ def test_from_dict_partial_overrides_defaults() -> None:
 
 
 LEGACY_CHECKPOINT = (
-    Path(__file__).resolve().parents[1] / "data" / "legacy-runs" / "sync-stopped"
+    Path(__file__).resolve().parents[1]
+    / "data"
+    / "legacy-runs"
+    / "sync-stopped"
     / "checkpoint.json"
 )
 
