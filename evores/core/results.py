@@ -24,6 +24,7 @@ from typing import Any, NotRequired, TypedDict
 # An evaluation's status.
 OK = "ok"
 FAILED = "failed"
+PRUNED = "pruned"  # a per-epoch hook stopped the training (evores.training.pruning)
 INTERRUPTED = "interrupted"  # a stop abandoned it; --resume runs it again (logged only)
 
 # What an evaluation trained in (a result's ``precision``); a config may also ask for "auto".
@@ -98,6 +99,14 @@ class FitnessResult:
         empty or None."""
         fields = _with_defaults(measured)
         return cls(val_accuracy=0.0, status=FAILED, reason=reason, failure=failure, **fields)
+
+    @classmethod
+    def pruned(cls, val_accuracy: float, reason: str, **measured: Any) -> FitnessResult:
+        """A training that a per-epoch hook stopped: ``val_accuracy`` is the best so far (0.0
+        in a final retraining), ``reason`` says when and why. Not a failure, and not a
+        completed evaluation either: a search ranks only "ok" results."""
+        fields = _with_defaults(measured)
+        return cls(val_accuracy=val_accuracy, status=PRUNED, reason=reason, failure=None, **fields)
 
     def measured(self) -> dict[str, Any]:
         """What the evaluation measured (epochs, times, size, memory, repairs), in the form
@@ -212,7 +221,7 @@ class LogRecord(TypedDict, total=False):
     elapsed: float  # the run's clock when the result was logged
     elite_of: list
     probe_of: list
-    status: str  # OK, FAILED or INTERRUPTED
+    status: str  # OK, FAILED, PRUNED or INTERRUPTED
     reason: str | None
     failure: str | None
     rank: int
@@ -260,7 +269,7 @@ def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord
 # What a record read back from the log must hold: the task's fields (an interrupted record has
 # nothing else), and a score when the evaluation completed.
 _RECORD_REQUIRED = ("key", "kind", "hparams", "resolution", "seed", "status")
-_RECORD_VALUES = {"kind": (KIND_SEARCH, KIND_FINAL), "status": (OK, FAILED, INTERRUPTED)}
+_RECORD_VALUES = {"kind": (KIND_SEARCH, KIND_FINAL), "status": (OK, FAILED, PRUNED, INTERRUPTED)}
 
 
 def record_problems(record: Any) -> list[str]:
@@ -271,7 +280,7 @@ def record_problems(record: Any) -> list[str]:
     if not isinstance(record, dict):
         return [f"a record must be a JSON object, got {type(record).__name__}"]
     required = _RECORD_REQUIRED
-    if record.get("status") in (OK, FAILED):
+    if record.get("status") in (OK, FAILED, PRUNED):
         required += ("val_accuracy",)
     problems = [f"{name} is missing" for name in required if name not in record]
     hints = typing.get_type_hints(LogRecord)
@@ -291,7 +300,7 @@ def record_problems(record: Any) -> list[str]:
 def _score_problems(record: dict[str, Any]) -> list[str]:
     """A scored record must carry its score: what every reader ranks and plots by."""
     wanted = []
-    if record.get("kind") == KIND_SEARCH and record.get("status") in (OK, FAILED):
+    if record.get("kind") == KIND_SEARCH and record.get("status") in (OK, FAILED, PRUNED):
         wanted.append("val_accuracy")
     if record.get("kind") == KIND_FINAL and record.get("status") == OK:
         wanted.append("test_accuracy")
