@@ -7,7 +7,8 @@ seeded ``torch.Generator``. Nothing is decoded or resized per epoch.
 Training failures never escape :func:`evaluate` / :func:`train_and_test`; they come back as a
 :class:`evores.core.results.FitnessResult` with ``status="failed"``, a failure type and
 ``val_accuracy=0.0`` (the penalty). Invalid hyperparameters are a programmer error and raise
-:class:`ConfigError`. How long a training may run is a :class:`TrainBudget`.
+:class:`ConfigError`. How long a training may run is a :class:`TrainBudget`. An ``on_epoch``
+hook sees every epoch and may stop the training (:mod:`evores.training.pruning`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,23 +34,26 @@ from evores.core.results import (
     one_line,
 )
 from evores.core.seeding import derive_seed
+from evores.training.attempt import Attempt
 from evores.training.defaults import TRAIN_DEFAULTS
 from evores.training.device import check_interval, for_training, resolve_device, resolve_precision
 from evores.training.model import build_cnn, count_parameters, weight_tensors
 from evores.training.prepared import PreparedData, prepare
+from evores.training.pruning import EpochHook, EpochReport, HookFailed, Pruned, call_hook
 from evores.training.resizer import with_resizer
 from evores.training.resources import (
     is_out_of_memory,
     keep_heap,
-    peak_memory,
     release_memory,
     reset_peak_memory,
     torch_threads,
 )
 
 __all__ = [
+    "EpochReport",  # defined in evores.training.pruning, with the hook's Pruned
     "FitnessResult",  # defined in evores.core.results; imported from here by users' code
     "PreparedData",
+    "Pruned",
     "TrainBudget",
     "evaluate",
     "train_and_test",
@@ -116,6 +119,7 @@ def evaluate(
     filter: str = "box",
     threads: int | None = None,
     precision: str = "auto",
+    on_epoch: EpochHook | None = None,
 ) -> FitnessResult:
     """Train the genome's CNN at ``resolution`` and return its best validation accuracy.
 
@@ -134,7 +138,9 @@ def evaluate(
     ``precision``: "auto", "fp32" or "bf16" (see :func:`evores.training.device.resolve_precision`;
     the
     result records the one used). On a GPU, see ``train.deterministic``
-    (:func:`evores.training.device.configure_process`).
+    (:func:`evores.training.device.configure_process`). ``on_epoch``: called with an
+    :class:`EpochReport` after every epoch; raising :class:`Pruned` stops the training with
+    status "pruned" (:mod:`evores.training.pruning`).
     """
     _check_counts(max_epochs=max_epochs, patience=patience)
     start = time.perf_counter()
@@ -144,7 +150,7 @@ def evaluate(
     with torch_threads(threads):
         return _train(
             genome, prepared, seed, budget, final=False, repairs=repairs, start=start,
-            precision=precision,
+            precision=precision, on_epoch=on_epoch,
         )  # fmt: skip
 
 
@@ -162,6 +168,7 @@ def train_and_test(
     threads: int | None = None,
     precision: str = "auto",
     weights_to: str | Path | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> FitnessResult:
     """Retrain on train+val for exactly ``epochs`` epochs and score once on the test split.
 
@@ -171,6 +178,8 @@ def train_and_test(
     are scored as the test set (build it with ``from_cache(..., final=True)``).
     ``weights_to``: a path where a successful retraining's network is saved, as safetensors
     with what rebuilding it needs (:func:`evores.training.weights.save_weights`).
+    ``on_epoch``: as in :func:`evaluate`, with ``val_accuracy`` None; a pruned retraining is
+    not scored (``test_accuracy`` None).
     """
     _check_counts(epochs=epochs)
     start = time.perf_counter()
@@ -180,7 +189,7 @@ def train_and_test(
     with torch_threads(threads):
         return _train(
             genome, prepared, seed, budget, final=True, repairs=repairs, start=start,
-            precision=precision, weights_to=weights_to,
+            precision=precision, weights_to=weights_to, on_epoch=on_epoch,
         )  # fmt: skip
 
 
@@ -195,6 +204,7 @@ def _train(
     start: float,
     precision: str = "auto",
     weights_to: str | Path | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> FitnessResult:
     """Train and score ``hparams`` (valid and repaired) on ``data``; never raises for a
     training failure, which becomes a failed result. An out-of-memory is retried once at half
@@ -202,17 +212,24 @@ def _train(
     evaluation split (the test split); else validate every epoch and stop early. ``start``:
     when the evaluation began (``wall_seconds`` counts from it). ``precision``: as asked
     ("auto", "fp32", "bf16"); the result records what it resolved to. ``weights_to``: where
-    the trained network goes when training succeeds (None: nowhere)."""
+    the trained network goes when training succeeds (None: nowhere). ``on_epoch``: the
+    per-epoch hook; its :class:`Pruned` makes a pruned result, any other exception a failed
+    one."""
     hparams, repairs = dict(hparams), list(repairs)
     precision = resolve_precision(precision, data.device)
     budget = budget.started()  # after data preparation: a first cache build is not training
     reset_peak_memory(data.device)
     for attempt in range(2):
-        progress = _Progress(precision=precision)
+        progress = Attempt(precision=precision)
         try:
-            network = _fit(hparams, data, seed, budget, progress, final=final)
+            network = _fit(hparams, data, seed, budget, progress, final=final, on_epoch=on_epoch)
         except ConfigError:
             raise  # the genome cannot be built: a programmer error, not a training failure
+        except Pruned as exc:
+            measured = progress.measured(start, data.device, repairs)
+            val_accuracy = 0.0 if final else progress.best_accuracy
+            reason = f"pruned after {progress.epochs} epoch(s): {one_line(exc)}"
+            return FitnessResult.pruned(val_accuracy, reason, **measured)
         except Exception as exc:  # noqa: BLE001 - any training failure becomes a result
             failure, reason = _failure_of(exc, budget, progress)
         else:
@@ -233,10 +250,10 @@ def _train(
     raise AssertionError("unreachable")
 
 
-def _failure_of(exc: Exception, budget: TrainBudget, progress: _Progress) -> tuple[str, str]:
+def _failure_of(exc: Exception, budget: TrainBudget, progress: Attempt) -> tuple[str, str]:
     """The failure type and one-line reason of a training that raised ``exc``."""
-    if isinstance(exc, _NonFinite):
-        return FAILURE_NAN, str(exc)
+    if isinstance(exc, (_NonFinite, HookFailed)):
+        return (FAILURE_NAN if isinstance(exc, _NonFinite) else FAILURE_EXCEPTION), str(exc)
     if isinstance(exc, _BudgetExceeded):
         epochs = progress.epochs
         return FAILURE_BUDGET, f"exceeded max_seconds={budget.max_seconds} after {epochs} epoch(s)"
@@ -251,14 +268,16 @@ def _fit(
     data: PreparedData,
     seed: int,
     budget: TrainBudget,
-    progress: _Progress,
+    progress: Attempt,
     *,
     final: bool,
+    on_epoch: EpochHook | None = None,
 ) -> nn.Module:
     """Train a fresh network, score it and return it; ``progress`` records what happened, also
     when training raises. A search evaluation validates after every epoch and stops after
     ``budget.patience`` epochs without a strictly better accuracy; the final retraining runs
-    all ``budget.max_epochs`` and is scored once, on the test split."""
+    all ``budget.max_epochs`` and is scored once, on the test split. ``on_epoch`` sees every
+    epoch (and may raise :class:`Pruned` or anything else through :func:`call_hook`)."""
     network = init_model(hparams, data, seed)
     model = for_training(network, data.device, progress.precision)
     progress.n_parameters = count_parameters(model)
@@ -266,12 +285,15 @@ def _fit(
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
     batch_size = int(hparams["batch_size"])
     for epoch in range(1, budget.max_epochs + 1):
-        start = time.perf_counter()
-        _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress)
+        start, trained = time.perf_counter(), progress.train_seconds
+        train_loss = _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress)
         progress.epochs = epoch
-        if not final:
-            progress.validated(epoch, accuracy(model, data, batch_size))
+        val_accuracy = None if final else accuracy(model, data, batch_size)
+        if val_accuracy is not None:
+            progress.validated(epoch, val_accuracy)
         progress.epoch_seconds += time.perf_counter() - start
+        seconds = progress.train_seconds - trained
+        call_hook(on_epoch, EpochReport(epoch, val_accuracy, train_loss, seconds))
         if not final and epoch - progress.best_epoch >= budget.patience:
             break
     if final:
@@ -297,8 +319,8 @@ def _save_network(network: nn.Module, hparams: dict, data: PreparedData, path) -
     save_weights(network, path, metadata)
 
 
-def _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress) -> None:
-    """One pass over the training split in a seeded random order.
+def _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress) -> float:
+    """One pass over the training split in a seeded random order; returns its mean loss.
 
     Nothing is read back from the device per step: the losses feed a :class:`_LossWatch` on
     the device, read with the clock every ``check_every`` steps and at the end of the epoch,
@@ -320,6 +342,7 @@ def _train_epoch(model, optimizer, data, hparams, shuffle, budget, progress) -> 
         _check_training(watch, budget)
     finally:  # a failed epoch's batches still count towards images_per_second
         progress.train_seconds += time.perf_counter() - start
+    return watch.mean()
 
 
 def _check_training(watch: _LossWatch, budget: TrainBudget) -> None:
@@ -330,7 +353,8 @@ def _check_training(watch: _LossWatch, budget: TrainBudget) -> None:
 
 
 class _LossWatch:
-    """The first non-finite training loss, kept on the device until :meth:`check` reads it.
+    """The first non-finite training loss and the losses' sum, kept on the device until
+    :meth:`check` or :meth:`mean` reads them.
 
     ``first`` stays finite until a loss is NaN/inf and then keeps that loss, so one read of
     one scalar tells whether any loss since the start went bad, and which value it was.
@@ -338,9 +362,17 @@ class _LossWatch:
 
     def __init__(self, device: torch.device) -> None:
         self.first = torch.zeros((), device=device)
+        self.total = torch.zeros((), device=device)
+        self.steps = 0
 
     def update(self, loss: torch.Tensor) -> None:
         self.first = torch.where(torch.isfinite(self.first), loss.float(), self.first)
+        self.total += loss.float()
+        self.steps += 1
+
+    def mean(self) -> float:
+        """The mean loss so far (one read from the device)."""
+        return float(self.total) / self.steps if self.steps else float("nan")
 
     def check(self) -> None:
         value = float(self.first)
@@ -413,46 +445,6 @@ class _NonFinite(Exception):
 
 class _BudgetExceeded(Exception):
     """The evaluation ran out of its ``max_seconds``."""
-
-
-@dataclass
-class _Progress:
-    """Mutable record of one training attempt, readable after it fails."""
-
-    epochs: int = 0
-    best_epoch: int = 0
-    best_accuracy: float = 0.0
-    train_seconds: float = 0.0
-    epoch_seconds: float = 0.0
-    images: int = 0
-    n_parameters: int = 0
-    test_accuracy: float | None = None  # the final retraining's score
-    precision: str = "fp32"  # what the training ran in (evores.training.device.resolve_precision)
-
-    def validated(self, epoch: int, accuracy: float) -> None:
-        """Note epoch ``epoch``'s validation accuracy; the best counts (the first on ties)."""
-        if accuracy > self.best_accuracy or self.best_epoch == 0:
-            self.best_accuracy, self.best_epoch = accuracy, epoch
-
-    def measured(self, start: float, device: torch.device, repairs: list[str]) -> dict[str, Any]:
-        """What the attempt measured, as FitnessResult fields (with the genome's ``repairs``);
-        ``start``: when the evaluation began."""
-        return {
-            "repairs": tuple(repairs),
-            "test_accuracy": self.test_accuracy,
-            "epochs": self.epochs,
-            "best_epoch": self.best_epoch,
-            "wall_seconds": time.perf_counter() - start,
-            "seconds_per_epoch": self.epoch_seconds / self.epochs if self.epochs else 0.0,
-            "n_parameters": self.n_parameters,
-            "peak_memory_bytes": peak_memory(device),
-            "images_per_second": _rate(self.images, self.train_seconds),
-            "precision": self.precision,
-        }
-
-
-def _rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else 0.0
 
 
 def _checked_genome(hparams: dict, resolution: int, space) -> tuple[dict, list[str]]:
