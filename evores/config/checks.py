@@ -16,6 +16,7 @@ from evores.config.schema import (
 )
 from evores.core.errors import ConfigError
 from evores.core.results import PRECISION_CHOICES
+from evores.core.typed import short
 from evores.hpc.sbatch import check_slurm, walltime_seconds
 from evores.strategies.initial import check_genomes
 
@@ -66,6 +67,12 @@ def _resolve_data(data: dict[str, Any]) -> None:
         raise ConfigError(
             f"data.max_decode_pixels must be >= 1, got {data['max_decode_pixels']}; e.g. "
             "250000000 (750 MB as 8-bit RGB)"
+        )
+    channels = data["channels"]
+    if isinstance(channels, bool) or channels not in ("auto", 1, 3):
+        raise ConfigError(
+            f'data.channels must be "auto", 1 or 3, got {short(channels)}; "auto" stores '
+            "one channel where every image is gray"
         )
     _check_resizer(data)
 

@@ -131,4 +131,6 @@ def _checked(name: str, default: Any, value: Any) -> Any:
     """``value`` with the type of ``default``; ``search.initial`` is genome tables or a path."""
     if name == "search.initial":
         return checked_value(value)
+    if name == "data.channels":  # "auto" or a number: the checks refuse any other value
+        return value
     return checked_type(name, default, value, strings=name == "slurm.extra")

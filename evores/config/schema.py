@@ -51,6 +51,8 @@ DEFAULTS: dict[str, Any] = {
         # The most pixels one image may decode to while the cache is built (see
         # evores.data.resample.MAX_DECODE_PIXELS for why 250 million).
         "max_decode_pixels": MAX_DECODE_PIXELS,
+        # "auto": one channel where every image of the source is gray, else RGB; 1 or 3 forces.
+        "channels": "auto",
         # "learned": a small CNN shrinks resizer_source px copies to each stage's resolution
         # (evores.training.resizer); 0 = twice the stage's resolution.
         "resizer": "fixed",

@@ -4,16 +4,19 @@ Fitness evaluations train on the same images at 16, 32, 64 ... px thousands of t
 and resizing JPEGs each time would cost more than the training (see shared/perf/NOTES.md).
 :func:`open_cache` builds, once per (dataset, filter, crop, split parameters), an HDF5 file with
 
-- ``images/<r>``: uint8 (N, 3, r, r) per resolution, rows ordered train, val, test, so every
-  split (and train+val) is one contiguous slice;
+- ``images/<r>``: uint8 (N, C, r, r) per resolution, rows ordered train, val, test, so every
+  split (and train+val) is one contiguous slice; C is 1 where every image of the source is gray
+  (or ``channels`` = 1 asks for gray), else 3;
 - ``labels`` (int64), ``keys`` (sha256 of each image's content), ``names``, ``source_index``;
 - ``splits/train``, ``splits/val``, ``splits/test``: row indices of the deterministic
   stratified split;
 - attributes: the source fingerprint, filter, crop, split seed and fractions, the evores
   version, the class names and the build report (JSON).
 
-Building streams: each image is opened, converted to RGB, cropped and resized to every
+Building streams: each image is opened, converted to RGB (or gray), cropped and resized to every
 resolution and written in blocks, so only one full-resolution image is in memory at a time.
+A pyramidal TIFF is read at its smallest stored level that keeps twice a resolution, like a
+JPEG's draft below.
 JPEGs are decoded with ``Image.draft`` (DCT scaling) to no less than twice the size needed
 for a resolution, so the chosen filter still does the last >= 2x reduction; the draft scale
 depends only on the image and that resolution, so the pixels at 32 px do not depend on which
@@ -72,6 +75,7 @@ from evores.data.splits import assign_splits, check_split_classes
 logger = logging.getLogger("evores.data.cache")
 
 SPLITS = ("train", "val", "test", "train+val")
+CHANNELS = ("auto", 1, 3)
 FORMAT_VERSION = 1
 _BLOCK_ROWS = 256  # images buffered before a write to HDF5
 _CHUNK_BYTES = 1 << 20
@@ -88,13 +92,14 @@ class DatasetCache:
     crop: str
     report: dict
     split_sizes: dict
+    channels: int = 3
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
     def arrays(self, resolution: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Images uint8 (N, 3, r, r) C-contiguous and labels int64 (N,) of one split."""
+        """Images uint8 (N, C, r, r) C-contiguous and labels int64 (N,) of one split."""
         if resolution not in self.resolutions:
             raise ConfigError(
                 f"resolution {resolution} is not in cache {self.path.name} (it holds "
@@ -149,6 +154,7 @@ def read_cache(path: str | Path) -> DatasetCache:
         crop=str(attrs["crop"]),
         report=json.loads(attrs["report"]),
         split_sizes=sizes,
+        channels=int(attrs.get("channels", 3)),
     )
 
 
@@ -165,6 +171,7 @@ def open_cache(
     download: bool = False,
     progress: Callable[[str], None] | None = None,
     max_decode_pixels: int = MAX_DECODE_PIXELS,
+    channels: str | int = "auto",
 ) -> DatasetCache:
     """Build or reuse the cache of ``source`` holding at least ``resolutions``.
 
@@ -173,8 +180,11 @@ def open_cache(
     changed or a resolution is missing. An image that would decode to more than
     ``max_decode_pixels`` is skipped undecoded and counted (a JPEG decodes at the smallest DCT
     scale that keeps twice the largest resolution, so a huge JPEG decodes small).
+    ``channels``: "auto" (one where every image is gray, else three), 1 or 3.
     """
     wanted = _check_options(resolutions, filter, crop, val_fraction, test_fraction)
+    if channels not in CHANNELS:
+        raise ConfigError(f'channels {channels!r} is unknown; choose "auto", 1 or 3')
     src = open_source(source, download=download)
     params = {
         "source": src.identity,
@@ -185,6 +195,7 @@ def open_cache(
         "test_fraction": float(test_fraction),
         "format_version": FORMAT_VERSION,
         "max_decode_pixels": int(max_decode_pixels),
+        "channels": channels,  # requested: a 3-channel cache is never reused for 1
     }
     path = _cache_path(cache_dir, src.name, params)
     fingerprint = src.fingerprint()
@@ -276,6 +287,7 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
     items = source.scan(scan)
     where = source.identity
     items = _decodable(source, items, resolutions, params, scan)
+    channels = stored_channels(params["channels"], items)
     upscaled = upscaled_counts(items, resolutions, params["crop"], where)
     splits, n_dropped = assign_splits(
         items, params["val_fraction"], params["test_fraction"], params["seed"]
@@ -283,12 +295,13 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
     check_split_classes(items, splits, source.class_names, where)
     order = [i for s in ("train", "val", "test") for i, sp in enumerate(splits) if sp == s]
     with atomic_path(path) as temporary, h5py.File(temporary, "w") as f:
-        rows = _write_images(f, source, items, order, resolutions, params, scan, progress)
+        rows = _write_images(f, source, items, order, resolutions, params, scan, progress, channels)
         kept = [(items[i], splits[i]) for i in rows]
         check_split_classes([it for it, _ in kept], [s for _, s in kept], source.class_names, where)
         _write_index(f, kept)
         report = _report(source, items, kept, scan, n_dropped, upscaled, started)
         _write_attrs(f, source, params, fingerprint, resolutions, report)
+        f.attrs["channels"] = channels
     logger.info("built cache %s (%d images) in %.1f s", path, len(kept), report["build_seconds"])
 
 
@@ -302,20 +315,34 @@ def _decodable(source, items: list[Item], resolutions, params: dict, scan) -> li
             kept.append(item)
         else:
             scan.skip(item.name, f"too large to decode (over data.max_decode_pixels = {limit:,})")
+    if items and not kept:
+        raise DataError(
+            f"every image of {source.identity} would decode to more than data.max_decode_pixels "
+            f"= {limit:,} pixels at resolutions {list(resolutions)}; raise data.max_decode_pixels "
+            "or choose smaller resolutions"
+        )
     return kept
 
 
-def _write_images(f, source, items, order, resolutions, params, scan, progress) -> list[int]:
+def stored_channels(requested: str | int, items: list[Item]) -> int:
+    """How many channels the cache stores: as requested, or with "auto" one where every image
+    is gray (a 3-channel copy of gray pixels costs 3x the memory and first-layer compute)."""
+    if requested == "auto":
+        return 1 if items and all(item.gray for item in items) else 3
+    return int(requested)
+
+
+def _write_images(f, source, items, order, resolutions, params, scan, progress, channels):
     """Stream the images of ``order`` into f["images/<r>"]; the item indices written."""
     n = len(order)
     datasets, buffers = {}, {}
     for r in resolutions:
-        rows = max(1, min(n, _CHUNK_BYTES // (3 * r * r)))
-        shape = (3, r, r)
+        rows = max(1, min(n, _CHUNK_BYTES // (channels * r * r)))
+        shape = (channels, r, r)
         datasets[r] = f.create_dataset(
             f"images/{r}", (n, *shape), np.uint8, maxshape=(None, *shape), chunks=(rows, *shape)
         )
-        buffers[r] = np.empty((min(n, _BLOCK_ROWS), 3, r, r), np.uint8)
+        buffers[r] = np.empty((min(n, _BLOCK_ROWS), *shape), np.uint8)
     written: list[int] = []
     filled = 0
     step = max(1, n // 10)
@@ -323,7 +350,7 @@ def _write_images(f, source, items, order, resolutions, params, scan, progress) 
         try:
             arrays, scale = process_image(
                 source, items[i], resolutions, params["filter"], params["crop"],
-                params["max_decode_pixels"],
+                params["max_decode_pixels"], channels,
             )  # fmt: skip
         except TooLargeToDecode as exc:
             scan.skip(items[i].name, str(exc))
@@ -382,7 +409,7 @@ def _report(source, items, kept, scan, n_dropped, upscaled, started) -> dict:
         "split_sizes": {s: sum(class_counts[s]) for s in class_counts},
         "class_counts": class_counts,
         "n_scanned": len(items),
-        "n_decoded_reduced": scan.n_reduced,  # JPEGs decoded at a reduced DCT scale
+        "n_decoded_reduced": scan.n_reduced,  # a JPEG's DCT scale or a pyramid's smaller level
         "build_seconds": round(time.perf_counter() - started, 3),
     }
 

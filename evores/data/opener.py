@@ -47,5 +47,6 @@ def _open_cache(config: dict[str, Any], resolutions: list[int]):
         test_fraction=data["test_fraction"],
         download=data["download"],
         max_decode_pixels=data["max_decode_pixels"],
+        channels=data["channels"],
         progress=log.info,
     )

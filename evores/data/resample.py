@@ -1,5 +1,6 @@
 """Downsampling one image to a square resolution, as the dataset cache and a trained winner do
-it alike: crop mode, resampling filter, and JPEG draft decoding at a reduced DCT scale."""
+it alike: crop mode, resampling filter, gray or RGB, and decoding at a reduced size: a JPEG at a
+reduced DCT scale, a pyramidal TIFF at a smaller stored level."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from evores.core.errors import DataError
-from evores.data.images import display_size, to_rgb
+from evores.data.images import display_size, to_channels
+from evores.data.levels import LevelledImage
 from evores.data.sources import Item, Source
 
 logger = logging.getLogger("evores.data.resample")
@@ -65,7 +67,7 @@ def _draft_scale(size: tuple[int, int], resolution: int, crop: str) -> int:
 
 
 def _resize(image: Image.Image, r: int, crop: str, resample: int) -> np.ndarray:
-    """(3, r, r) uint8 of an RGB image, cropped / squashed / padded to a square."""
+    """(C, r, r) uint8 of an RGB or gray image, cropped / squashed / padded to a square."""
     w, h = image.size
     if crop == "centre":
         s = min(w, h)
@@ -76,49 +78,82 @@ def _resize(image: Image.Image, r: int, crop: str, resample: int) -> np.ndarray:
     else:
         scale = r / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        out = Image.new("RGB", (r, r))
+        out = Image.new(image.mode, (r, r))
         out.paste(image.resize((nw, nh), resample), ((r - nw) // 2, (r - nh) // 2))
-    return np.asarray(out).transpose(2, 0, 1)
+    array = np.asarray(out)
+    return array[np.newaxis] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def _upright_rgb(image: Image.Image, scale: int) -> Image.Image:
-    """Decode ``image`` (at 1/``scale`` for a JPEG), apply its EXIF orientation, make it RGB."""
-    if scale > 1:
+def _level_for(levels: Sequence[tuple[int, int]], resolution: int, crop: str) -> int:
+    """The smallest stored level whose needed side is still >= 2 x resolution (0: the full
+    image, when no smaller level is large enough)."""
+    large = [i for i, size in enumerate(levels) if _relevant_side(size, crop) >= 2 * resolution]
+    return max(large, default=0)
+
+
+def _decoded(image, key: int, channels: int) -> Image.Image:
+    """Decode ``image`` at ``key`` (a stored level of a LevelledImage; else a JPEG's DCT scale,
+    1 for the whole image), upright, as 8-bit RGB or gray."""
+    if isinstance(image, LevelledImage):
+        return to_channels(image.read(key), channels)
+    if key > 1:
         w, h = image.size
-        image.draft(image.mode, (max(1, w // scale), max(1, h // scale)))
+        image.draft(image.mode, (max(1, w // key), max(1, h // key)))
     image.load()
     if image.getexif().get(0x0112, 1) != 1:
         image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
+    return to_channels(image, channels)
 
 
-def _scales(image, item: Item, resolutions, filter: str, crop: str) -> dict[int, list[int]]:
-    """The resolutions grouped by the JPEG draft scale each is decoded at (1: whole)."""
-    use_draft = image.format == "JPEG" and filter != "nearest"
-    by_scale: dict[int, list[int]] = defaultdict(list)
+def _plan(image, item: Item, resolutions, filter: str, crop: str) -> dict[int, list[int]]:
+    """The resolutions grouped by what each decodes (see :func:`_decoded` for the keys)."""
+    by_key: dict[int, list[int]] = defaultdict(list)
     for r in resolutions:
-        by_scale[_draft_scale(item.size, r, crop) if use_draft else 1].append(r)
-    return by_scale
+        if isinstance(image, LevelledImage):
+            key = _level_for(image.levels, r, crop)
+        elif image.format == "JPEG" and filter != "nearest":
+            key = _draft_scale(item.size, r, crop)
+        else:
+            key = 1
+        by_key[key].append(r)
+    return by_key
 
 
-def _decoded_pixels(image, scale: int) -> int:
+def _largest(image, by_key: dict[int, list[int]]) -> tuple[int, int]:
+    """The key of ``by_key`` that decodes the most pixels, and how many."""
+    if isinstance(image, LevelledImage):
+        level = min(by_key)
+        width, height = image.levels[level]
+        return level, width * height
+    scale = min(by_key)
     width, height = image.size
-    return -(-width // scale) * -(-height // scale)
+    return scale, -(-width // scale) * -(-height // scale)
+
+
+def _reduction(image, key: int) -> int:
+    """How much smaller than the full image decoding at ``key`` is (1: not reduced)."""
+    if not isinstance(image, LevelledImage):
+        return key
+    if key == 0:
+        return 1
+    return max(2, round(image.levels[0][0] / image.levels[key][0]))
 
 
 def decodable(
     source: Source, item: Item, resolutions, filter: str, crop: str, max_decode_pixels: int
 ) -> bool:
     """Whether building ``item`` decodes at most ``max_decode_pixels``; its header is read
-    only when its size alone cannot tell (no draft scale reduces more than 8 x 8)."""
+    only when its size alone cannot tell (no draft scale reduces more than 8 x 8, no stored
+    level is smaller than the smallest the scan saw)."""
     width, height = item.size
     if width * height <= max_decode_pixels:
         return True
-    if -(-width // 8) * -(-height // 8) > max_decode_pixels:
+    smallest = item.smallest or (-(-width // 8), -(-height // 8))
+    if smallest[0] * smallest[1] > max_decode_pixels:
         return False
     with source.open(item) as image:
-        by_scale = _scales(image, item, resolutions, filter, crop)
-        return _decoded_pixels(image, min(by_scale)) <= max_decode_pixels
+        by_key = _plan(image, item, resolutions, filter, crop)
+        return _largest(image, by_key)[1] <= max_decode_pixels
 
 
 class TooLargeToDecode(ValueError):
@@ -132,39 +167,45 @@ def process_image(
     filter: str,
     crop: str,
     max_decode_pixels: int = MAX_DECODE_PIXELS,
+    channels: int = 3,
 ) -> tuple[dict[int, np.ndarray], int]:
-    """Every resolution of one image, decoding it once per distinct JPEG draft scale, and the
-    smallest scale it decoded at (1: whole). Raises :class:`TooLargeToDecode`, having decoded
-    nothing, when a decode would exceed ``max_decode_pixels``."""
+    """Every resolution of one image, uint8 (``channels``, r, r), decoding it once per distinct
+    JPEG draft scale or stored level, and how much the largest decode was reduced (1: the
+    whole image). Raises :class:`TooLargeToDecode`, having decoded nothing, when a decode
+    would exceed ``max_decode_pixels``."""
     out: dict[int, np.ndarray] = {}
     image = source.open(item)
     try:
-        by_scale = _scales(image, item, resolutions, filter, crop)
-        largest = _decoded_pixels(image, min(by_scale))
-        if largest > max_decode_pixels:
+        by_key = _plan(image, item, resolutions, filter, crop)
+        largest, pixels = _largest(image, by_key)
+        if pixels > max_decode_pixels:
             width, height = image.size
             logger.info("%s: %d x %d px would decode to %d pixels", item.name, width, height,
-                        largest)  # fmt: skip
+                        pixels)  # fmt: skip
             raise TooLargeToDecode(
                 f"too large to decode (over data.max_decode_pixels = {max_decode_pixels:,})"
             )
-        for n, (scale, group) in enumerate(sorted(by_scale.items())):
-            if n:  # a JPEG can be drafted only before its first decode: open it again
-                image.close()
+        for n, (key, group) in enumerate(sorted(by_key.items())):
+            if n and not isinstance(image, LevelledImage):
+                image.close()  # a JPEG can be drafted only before its first decode: reopen it
                 image = source.open(item)
-            rgb = _upright_rgb(image, scale)
+            decoded = _decoded(image, key, channels)
             for r in group:
-                out[r] = _resize(rgb, r, crop, _RESAMPLE[filter])
-            del rgb  # a single full-resolution image alive at a time
+                out[r] = _resize(decoded, r, crop, _RESAMPLE[filter])
+            del decoded  # a single full-resolution image alive at a time
+        reduction = _reduction(image, largest)
     finally:
         image.close()
-    return out, min(by_scale)
+    return out, reduction
 
 
-def downsample(image: Image.Image, resolution: int, filter: str, crop: str) -> np.ndarray:
+def downsample(
+    image: Image.Image | LevelledImage, resolution: int, filter: str, crop: str, channels: int = 3
+) -> np.ndarray:
     """One image at one resolution exactly as :func:`process_image` puts it in a cache:
-    uint8 (3, r, r), a JPEG decoded at the same draft scale (``image`` freshly opened; an
-    image already loaded cannot be drafted and must come decoded the same way)."""
-    use_draft = image.format == "JPEG" and filter != "nearest"
-    scale = _draft_scale(display_size(image), resolution, crop) if use_draft else 1
-    return _resize(_upright_rgb(image, scale), resolution, crop, _RESAMPLE[filter])
+    uint8 (``channels``, r, r), a JPEG decoded at the same draft scale and a pyramid at the
+    same level (``image`` freshly opened; an image already loaded cannot be drafted and must
+    come decoded the same way)."""
+    item = Item(0, 0, "", display_size(image), "")
+    (key,) = _plan(image, item, [resolution], filter, crop)
+    return _resize(_decoded(image, key, channels), resolution, crop, _RESAMPLE[filter])

@@ -6,22 +6,22 @@ Nothing holds all full-resolution images in memory, which is what lets the cache
 (:mod:`evores.data.cache`) build from folders far larger than RAM.
 
 Sources: a folder with one subfolder per class (optionally split into ``train/`` plus
-``val/`` and/or ``test/``), an HDF5 file (``images`` + ``labels``), the torchvision sets
-CIFAR10 / STL10 / Flowers102 from a root directory, and the embedded synthetic set.
+``val/`` and/or ``test/``), a CSV file of paths and labels (:mod:`evores.data.tables`), an HDF5
+file (``images`` + ``labels``), the torchvision sets CIFAR10 / STL10 / Flowers102 from a root
+directory, and the embedded synthetic set. Files are opened by their format
+(:mod:`evores.data.readers`: Pillow, pyramidal TIFF, DICOM).
 
-Images in any Pillow mode are converted to RGB by :func:`to_rgb` (alpha composited over
-black, the colour the cache pads with). Unreadable files are skipped and counted, never fatal.
+Images in any mode are converted to 8-bit RGB, or gray where every image of the source is, by
+:func:`evores.data.images.to_channels` (alpha composited over black, the colour the cache pads
+with). Unreadable files are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,83 +30,16 @@ from PIL import Image
 from evores.core.errors import DataError
 from evores.core.paths import usable_path
 from evores.data import synthetic
-from evores.data.images import (
-    DECODE_ERRORS,
-    IMAGE_EXTENSIONS,
-    display_size,
-    open_image,
-    sha256_bytes,
-    unusable_file,
-)
+from evores.data.images import IMAGE_EXTENSIONS, sha256_bytes
+from evores.data.items import Item, ScanReport, Source, resolved
+from evores.data.levels import LevelledImage
+from evores.data.readers import open_file, scan_file
+from evores.data.tables import CsvSource
 
-logger = logging.getLogger("evores.data.sources")
+__all__ = ["Item", "ScanReport", "Source", "open_source"]
 
 SPLIT_DIRS = ("train", "val", "test")
 TORCHVISION_SETS = ("cifar10", "stl10", "flowers102")
-MAX_SKIP_EXAMPLES = 20
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image of a source: enough to split the data and to open the image later."""
-
-    index: int  # position in the source's enumeration, what Source.open receives
-    label: int
-    key: str  # sha256 of the content; identical images share it
-    size: tuple[int, int]  # (width, height) as displayed
-    name: str  # relative path or "<split>/<index>", for reports
-    split: str | None = None  # given split ("train"/"val"/"test") or None
-
-
-@dataclass
-class ScanReport:
-    """What a scan found besides the usable images."""
-
-    n_ignored: int = 0  # files that are not images by their extension
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-    examples: list = field(default_factory=list)  # [name, reason], at most MAX_SKIP_EXAMPLES
-    n_reduced: int = 0  # images the build decoded at a reduced (JPEG DCT) scale
-
-    def skip(self, name: str, reason: str) -> None:
-        self.skipped[reason] += 1
-        if len(self.examples) < MAX_SKIP_EXAMPLES:
-            self.examples.append([name, reason])
-        logger.warning("skipping %s: %s", name, reason)
-
-
-def resolved(path: str | Path) -> Path:
-    """``path`` made absolute with its symlinks followed; a symlink loop is refused."""
-    try:
-        return Path(path).expanduser().resolve()
-    except (RuntimeError, OSError) as error:  # RuntimeError: a loop, before Python 3.13
-        raise DataError(
-            f"dataset path {str(path)!r} cannot be resolved ({error}); set data.path to the "
-            "dataset itself, not to a symlink loop"
-        ) from None
-
-
-class Source:
-    """Base class: a named, fingerprinted collection of labelled images."""
-
-    #: Short dataset name used in cache file names.
-    name: str = "source"
-    #: Identity of the source in the cache parameters (kind and absolute location).
-    identity: str = ""
-    class_names: list[str]
-    #: One line describing how the splits are decided.
-    layout: str = "generated split"
-
-    def fingerprint(self) -> str:
-        """A string that changes whenever the images may have changed."""
-        raise NotImplementedError
-
-    def scan(self, report: ScanReport) -> list[Item]:
-        """Enumerate the usable images; skipped ones are recorded in ``report``."""
-        raise NotImplementedError
-
-    def open(self, item: Item) -> Image.Image:
-        """The image of ``item``, opened lazily where possible (so JPEG draft mode works)."""
-        raise NotImplementedError
 
 
 def _sorted_files(folder: Path) -> list[Path]:
@@ -187,26 +120,11 @@ class FolderSource(Source):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 report.n_ignored += 1
                 continue
-            item = self._scan_file(path, name, label, split, len(items), report)
+            item = scan_file(path, name, label, split, len(items), report)
             if item is not None:
                 items.append(item)
         self._check_classes(items)
         return items
-
-    @staticmethod
-    def _scan_file(path, name, label, split, index, report) -> Item | None:
-        problem = unusable_file(path)
-        if problem is not None:
-            report.skip(name, problem)
-            return None
-        try:
-            data = path.read_bytes()
-            with open_image(io.BytesIO(data)) as image:
-                size = display_size(image)
-        except DECODE_ERRORS as exc:
-            report.skip(name, f"unreadable ({type(exc).__name__})")
-            return None
-        return Item(index, label, sha256_bytes(data), size, name, split)
 
     def _check_classes(self, items: list[Item]) -> None:
         if not items:
@@ -222,8 +140,9 @@ class FolderSource(Source):
                 "add images or remove the folder"
             )
 
-    def open(self, item: Item) -> Image.Image:
-        return open_image(self.root / item.name)
+    def open(self, item: Item) -> Image.Image | LevelledImage:
+        path = self.root / item.name
+        return open_file(path, path.suffix)
 
 
 class HDF5Source(Source):
@@ -309,9 +228,11 @@ class HDF5Source(Source):
         with h5py.File(self.path, "r") as f:
             images = f["images"]
             height, width = images.shape[1:3]
+            gray = images.ndim == 3 or images.shape[3] == 1
             for i in range(images.shape[0]):
                 key = sha256_bytes(np.ascontiguousarray(images[i]).data)
-                items.append(Item(i, int(self._labels[i]), key, (width, height), f"images[{i}]"))
+                label, name = int(self._labels[i]), f"images[{i}]"
+                items.append(Item(i, label, key, (width, height), name, gray=gray))
         return items
 
     def open(self, item: Item) -> Image.Image:
@@ -456,9 +377,11 @@ def open_source(source: str | Path, *, download: bool = False) -> Source:
     path = usable_path(source, "data.path", DataError)
     if path.suffix.lower() in (".h5", ".hdf5"):
         return HDF5Source(path)
+    if path.suffix.lower() == ".csv":
+        return CsvSource(path)
     if path.is_file():
         raise DataError(
-            f"dataset path {path} is a file but not .h5/.hdf5; point data.path at a folder "
-            "of class subfolders or an HDF5 file"
+            f"dataset path {path} is a file but not .h5/.hdf5 or .csv; point data.path at a "
+            "folder of class subfolders, a CSV file of path,label rows or an HDF5 file"
         )
     return FolderSource(path)
