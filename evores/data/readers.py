@@ -43,9 +43,11 @@ def scan_file(
     if problem is not None:
         report.skip(name, problem)
         return None
+    buffer = io.BytesIO()
     try:
         data = path.read_bytes()
-        with open_file(io.BytesIO(data), path.suffix) as image:
+        buffer = io.BytesIO(data)
+        with open_file(buffer, path.suffix) as image:
             size = display_size(image)
             gray = is_gray(image)
             levels = getattr(image, "levels", [size])
@@ -55,5 +57,7 @@ def scan_file(
     except DECODE_ERRORS as exc:
         report.skip(name, f"unreadable ({type(exc).__name__})")
         return None
+    finally:  # frees the file's bytes now: a reader's reference cycles would keep them to GC
+        buffer.close()
     smallest = levels[-1] if len(levels) > 1 else None
     return Item(index, label, sha256_bytes(data), size, name, split, gray, smallest)
