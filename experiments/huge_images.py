@@ -1,11 +1,15 @@
 """Cache builds of huge images: build time and peak memory, and how fast a bomb is refused.
 
 Makes, in --work, two class folders of 12,000 x 12,000 px JPEGs, two of 10,000 x 10,000 px
-PNGs, and a folder holding one PNG whose header claims 100,000 x 100,000 px. Each cache is
-built in a fresh process (so its peak resident memory is the build's own) at the given
-resolutions, and the figures are printed side by side:
+PNGs, a folder holding one PNG whose header claims 100,000 x 100,000 px, and two class folders
+of 40,000 x 40,000 px pyramidal BigTIFFs (levels of 10,000, 2,500 and 625 px; the two largest
+levels are compressed blank tiles, so the files are cheap to write and small on disk, yet
+decoding level 0 would take 4.8 GB). Each cache is built in a fresh process (so its peak
+resident memory is the build's own) at the given resolutions, and the figures are printed
+side by side:
 
     python experiments/huge_images.py --work /tmp/huge --per-class 6
+    python experiments/huge_images.py --work /tmp/huge --sets tiff-pyramid-40000
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +72,39 @@ def png_declaring(width: int, height: int) -> bytes:
     )
 
 
-def make_sets(work: Path, per_class: int) -> dict[str, Path]:
+PYRAMID_SIDE = 40_000
+PYRAMID_TILE = 512
+
+
+def write_pyramid(path: Path, seed: int) -> None:
+    """A tiled RGB BigTIFF pyramid, each level a quarter of the one before; only the levels
+    of 2,500 px and below hold the picture (blank tiles compress to almost nothing)."""
+    sides = [PYRAMID_SIDE // 4**k for k in range(4)]  # 40,000, 10,000, 2,500, 625
+    # One blank tile compressed once, written as is for every tile of the large levels.
+    blank = zlib.compress(bytes(PYRAMID_TILE * PYRAMID_TILE * 3))
+
+    def level(side: int):
+        if side > 4_000:
+            n_tiles = (-(-side // PYRAMID_TILE)) ** 2
+            return (blank for _ in range(n_tiles)), {"shape": (side, side, 3), "dtype": np.uint8}
+        return np.asarray(picture(side, seed)), {}
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tiff:
+        for k, side in enumerate(sides):
+            data, shape = level(side)
+            tiff.write(
+                data, **shape, tile=(PYRAMID_TILE, PYRAMID_TILE), photometric="rgb",
+                compression="zlib", subifds=len(sides) - 1 if k == 0 else None,
+                subfiletype=1 if k else 0,
+            )  # fmt: skip
+
+
+def make_sets(work: Path, per_class: int, names: list[str]) -> dict[str, Path]:
     sets = {"jpeg-12000": (12_000, "jpg"), "png-10000": (10_000, "png")}
     folders = {}
     for name, (side, suffix) in sets.items():
+        if name not in names:
+            continue
         folder = work / name
         folders[name] = folder
         if folder.is_dir():
@@ -79,6 +113,15 @@ def make_sets(work: Path, per_class: int) -> dict[str, Path]:
             (folder / label).mkdir(parents=True)
             for i in range(per_class):
                 picture(side, 100 * c + i).save(folder / label / f"{i}.{suffix}", quality=90)
+    if "tiff-pyramid-40000" in names:
+        folders["tiff-pyramid-40000"] = pyramids = work / "tiff-pyramid-40000"
+        for c, label in enumerate(("a", "b")):
+            if not (pyramids / label).is_dir():
+                (pyramids / label).mkdir(parents=True)
+                for i in range(per_class):
+                    write_pyramid(pyramids / label / f"{i}.tif", 100 * c + i)
+    if "bomb" not in names:
+        return folders
     bomb = work / "bomb"
     if not bomb.is_dir():
         for c, label in enumerate(("a", "b")):
@@ -88,6 +131,9 @@ def make_sets(work: Path, per_class: int) -> dict[str, Path]:
         (bomb / "a" / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
     folders["bomb"] = bomb
     return folders
+
+
+SETS = ("jpeg-12000", "png-10000", "bomb", "tiff-pyramid-40000")
 
 
 def build(folder: Path, resolutions: list[int], cache_dir: Path) -> dict:
@@ -101,14 +147,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="where the sets are made")
     parser.add_argument("--per-class", type=int, default=6, help="images per class (6)")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS,
+                        help="which sets to make and build (all)")  # fmt: skip
     args = parser.parse_args()
-    folders = make_sets(args.work, args.per_class)
-    print(f"{'set':<12} {'images':>6} {'skipped':>8} {'reduced':>8} {'build s':>8} {'peak MB':>8}")
+    folders = make_sets(args.work, args.per_class, args.sets)
+    print(f"{'set':<18} {'images':>6} {'skipped':>8} {'reduced':>8} {'build s':>8} {'peak MB':>8}")
     for name, folder in folders.items():
         cache_dir = args.work / f"cache-{name}-{time.time_ns()}"
         got = build(folder, args.resolutions, cache_dir)
         skipped = sum(got["skipped"].values())
-        print(f"{name:<12} {got['images']:>6} {skipped:>8} {got['decoded_reduced']:>8} "
+        print(f"{name:<18} {got['images']:>6} {skipped:>8} {got['decoded_reduced']:>8} "
               f"{got['seconds']:>8.1f} {got['peak_rss_mb']:>8.0f}")  # fmt: skip
 
 
