@@ -105,14 +105,15 @@ def _decoded(image, key: int, channels: int) -> Image.Image:
     return to_channels(image, channels)
 
 
-def _plan(image, item: Item, resolutions, filter: str, crop: str) -> dict[int, list[int]]:
-    """The resolutions grouped by what each decodes (see :func:`_decoded` for the keys)."""
+def _plan(image, size, resolutions, filter: str, crop: str) -> dict[int, list[int]]:
+    """The resolutions grouped by what each decodes (see :func:`_decoded` for the keys);
+    ``size`` the image's upright (width, height)."""
     by_key: dict[int, list[int]] = defaultdict(list)
     for r in resolutions:
         if isinstance(image, LevelledImage):
             key = _level_for(image.levels, r, crop)
         elif image.format == "JPEG" and filter != "nearest":
-            key = _draft_scale(item.size, r, crop)
+            key = _draft_scale(size, r, crop)
         else:
             key = 1
         by_key[key].append(r)
@@ -152,7 +153,7 @@ def decodable(
     if smallest[0] * smallest[1] > max_decode_pixels:
         return False
     with source.open(item) as image:
-        by_key = _plan(image, item, resolutions, filter, crop)
+        by_key = _plan(image, item.size, resolutions, filter, crop)
         return _largest(image, by_key)[1] <= max_decode_pixels
 
 
@@ -176,7 +177,7 @@ def process_image(
     out: dict[int, np.ndarray] = {}
     image = source.open(item)
     try:
-        by_key = _plan(image, item, resolutions, filter, crop)
+        by_key = _plan(image, item.size, resolutions, filter, crop)
         largest, pixels = _largest(image, by_key)
         if pixels > max_decode_pixels:
             width, height = image.size
@@ -206,6 +207,5 @@ def downsample(
     uint8 (``channels``, r, r), a JPEG decoded at the same draft scale and a pyramid at the
     same level (``image`` freshly opened; an image already loaded cannot be drafted and must
     come decoded the same way)."""
-    item = Item(0, 0, "", display_size(image), "")
-    (key,) = _plan(image, item, [resolution], filter, crop)
+    (key,) = _plan(image, display_size(image), [resolution], filter, crop)
     return _resize(_decoded(image, key, channels), resolution, crop, _RESAMPLE[filter])

@@ -29,7 +29,7 @@ class TiffLevels(LevelledImage):
         series = tiff.series[0]
         self._levels = list(series.levels)
         self._axes = series.axes
-        if self._axes not in ("YX", "YXS"):
+        if self._axes not in ("YX", "YXS", "SYX"):
             raise UnsupportedImage(
                 f"a TIFF series with axes {self._axes} is not one 2-D picture; save one image "
                 "per file"
@@ -41,10 +41,13 @@ class TiffLevels(LevelledImage):
                 f"TIFF photometric {self._photometric} is not supported; save it as RGB or gray"
             )
         self.gray = self._photometric in _GRAY
-        self.levels = [(level.shape[1], level.shape[0]) for level in self._levels]
+        rows = self._axes.index("Y")
+        self.levels = [(level.shape[rows + 1], level.shape[rows]) for level in self._levels]
 
     def read(self, level: int) -> Image.Image:
         pixels = self._levels[level].asarray()
+        if self._axes == "SYX":  # planar samples: one plane per colour
+            pixels = np.moveaxis(pixels, 0, -1)
         if self._photometric == "MINISWHITE":
             top = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else pixels.max()
             pixels = top - pixels

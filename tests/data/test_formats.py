@@ -234,3 +234,23 @@ def test_channels_key_is_checked(tmp_path):
             load(values={"data": {"channels": bad}})
     with pytest.raises(ConfigError, match="channels"):
         open_cache("embedded", [8], cache_dir=tmp_path, channels=2)
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_colour_pyramids_chunky_or_planar_read_as_rgb(tmp_path, planar):
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200
+    path = tmp_path / "red.tif"
+    with tifffile.TiffWriter(path) as tiff:
+        for k, side in enumerate((256, 64)):
+            level = np.zeros((side, side, 3), np.uint8) if k == 0 else red
+            data = np.moveaxis(level, -1, 0) if planar else level
+            tiff.write(
+                data, photometric="rgb", planarconfig="separate" if planar else "contig",
+                tile=(32, 32), subifds=1 if k == 0 else None, subfiletype=k,
+            )  # fmt: skip
+    with open_file(path, ".tif") as image:
+        assert isinstance(image, TiffLevels) and not image.gray
+        assert image.levels == [(256, 256), (64, 64)]
+        rgb = downsample(image, 8, "box", "centre")
+    assert rgb.shape == (3, 8, 8) and rgb[0].min() == 200 and rgb[1:].max() == 0
