@@ -49,7 +49,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_data(data: dict[str, Any]) -> None:
-    from evores.data.resample import CROPS, FILTERS
+    from evores.data.resample import CHANNELS, CROPS, FILTERS
 
     if data["filter"] not in FILTERS:
         raise ConfigError(
@@ -69,7 +69,7 @@ def _resolve_data(data: dict[str, Any]) -> None:
             "250000000 (750 MB as 8-bit RGB)"
         )
     channels = data["channels"]
-    if isinstance(channels, bool) or channels not in ("auto", 1, 3):
+    if type(channels) not in (str, int) or channels not in CHANNELS:  # True == 1: refused
         raise ConfigError(
             f'data.channels must be "auto", 1 or 3, got {short(channels)}; "auto" stores '
             "one channel where every image is gray"

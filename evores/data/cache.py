@@ -57,6 +57,7 @@ from evores.core.atomic import atomic_path
 from evores.core.errors import ConfigError, DataError
 from evores.data.images import DECODE_ERRORS
 from evores.data.resample import (
+    CHANNELS,
     CROPS,
     FILTERS,
     MAX_DECODE_PIXELS,
@@ -75,7 +76,6 @@ from evores.data.splits import assign_splits, check_split_classes
 logger = logging.getLogger("evores.data.cache")
 
 SPLITS = ("train", "val", "test", "train+val")
-CHANNELS = ("auto", 1, 3)
 FORMAT_VERSION = 1
 _BLOCK_ROWS = 256  # images buffered before a write to HDF5
 _CHUNK_BYTES = 1 << 20
@@ -183,7 +183,7 @@ def open_cache(
     ``channels``: "auto" (one where every image is gray, else three), 1 or 3.
     """
     wanted = _check_options(resolutions, filter, crop, val_fraction, test_fraction)
-    if channels not in CHANNELS:
+    if type(channels) not in (str, int) or channels not in CHANNELS:  # True == 1: refused
         raise ConfigError(f'channels {channels!r} is unknown; choose "auto", 1 or 3')
     src = open_source(source, download=download)
     params = {
@@ -300,6 +300,7 @@ def _build(source, path: Path, resolutions, params, fingerprint, progress) -> No
         check_split_classes([it for it, _ in kept], [s for _, s in kept], source.class_names, where)
         _write_index(f, kept)
         report = _report(source, items, kept, scan, n_dropped, upscaled, started)
+        report["channels"] = channels
         _write_attrs(f, source, params, fingerprint, resolutions, report)
         f.attrs["channels"] = channels
     logger.info("built cache %s (%d images) in %.1f s", path, len(kept), report["build_seconds"])

@@ -27,6 +27,7 @@ MIN_RESOLUTION = 2  # the smallest schedule.resolutions value the configuration 
 MAX_DECODE_PIXELS = 250_000_000
 FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 CROPS = ("centre", "squash", "pad")
+CHANNELS = ("auto", 1, 3)  # data.channels: "auto" stores one where every image is gray
 
 
 _RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in FILTERS}

@@ -207,7 +207,7 @@ def _gray_folder(root: Path, colour_one: bool = False) -> Path:
 def test_gray_images_cache_one_channel_and_train_a_one_channel_network(tmp_path):
     root = _gray_folder(tmp_path / "gray")
     cache = open_cache(root, [8], cache_dir=tmp_path / "cache")
-    assert cache.channels == 1
+    assert cache.channels == cache.report["channels"] == 1
     data = PreparedData.from_cache(cache, 8)
     assert data.in_channels == 1 and data.mean.shape == (1, 1, 1, 1)
     hparams = {"conv_filters": [4], "conv_kernels": [3], "fc_units": [8]}
@@ -232,8 +232,9 @@ def test_channels_key_is_checked(tmp_path):
     for bad in (2, "gray", True):
         with pytest.raises(ConfigError, match="data.channels must be"):
             load(values={"data": {"channels": bad}})
-    with pytest.raises(ConfigError, match="channels"):
-        open_cache("embedded", [8], cache_dir=tmp_path, channels=2)
+    for bad in (2, True, 1.0):
+        with pytest.raises(ConfigError, match="channels"):
+            open_cache("embedded", [8], cache_dir=tmp_path, channels=bad)
 
 
 @pytest.mark.parametrize("planar", [False, True])
