@@ -1,5 +1,5 @@
 """Opening one image file by its format: Pillow for the common ones, ``tifffile`` for pyramidal
-TIFF and BigTIFF, ``pydicom`` for DICOM; and reading one file's record for a scan."""
+TIFF (BigTIFF included), ``pydicom`` for DICOM; and reading one file's record for a scan."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Pyramidal TIFF and BigTIFF (whole-slide and satellite images) read through ``tifffile``.
+"""Pyramidal TIFF (BigTIFF included): whole-slide and satellite images read level by level.
 
-A TIFF whose first series stores reduced-resolution levels (SubIFDs or reduced pages: the
-pyramids of whole-slide scanners, GDAL overviews, ``tifffile``'s own), or any BigTIFF, becomes a
+A TIFF (or BigTIFF) whose first series stores reduced-resolution levels (SubIFDs or reduced
+pages: the pyramids of whole-slide scanners, GDAL overviews, ``tifffile``'s own) becomes a
 :class:`~evores.data.levels.LevelledImage`: downsampling decodes only the level it needs, so a
-40,000 px slide is read at its small level. Other TIFFs stay with Pillow, which handles every
-photometric interpretation the format allows.
+40,000 px slide is read at its small level. Every other TIFF, a single-level BigTIFF included,
+stays with Pillow, which reads every photometric interpretation the format allows.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from evores.core.errors import DataError
 from evores.data.images import UnsupportedImage, open_image, to_8bit
 from evores.data.levels import LevelledImage
 
@@ -35,6 +36,7 @@ class TiffLevels(LevelledImage):
                 "per file"
             )
         page = series.keyframe
+        _check_codec(page.compression)
         self._photometric = page.photometric.name
         if self._photometric not in _GRAY + _COLOUR:
             raise UnsupportedImage(
@@ -64,19 +66,35 @@ class TiffLevels(LevelledImage):
         self._tiff.close()
 
 
+def _check_codec(compression) -> None:
+    """DataError in one line when tifffile lacks the codec of a pyramid's tiles (JPEG, JPEG
+    2000 ... need imagecodecs): a fault of the installation, not of the file."""
+    from tifffile import TIFF
+
+    if compression not in TIFF.DECOMPRESSORS:
+        raise DataError(
+            f"the dataset holds pyramidal TIFFs whose tiles are {compression.name}-compressed, "
+            "and reading them needs the imagecodecs package: pip install imagecodecs"
+        )
+
+
 def open_tiff(file) -> Image.Image | TiffLevels:
-    """A pyramidal TIFF or a BigTIFF as :class:`TiffLevels` (header read only); any other TIFF
-    opened by Pillow. ``file``: a path or a seekable binary file."""
+    """A pyramidal TIFF as :class:`TiffLevels` (header read only); any other TIFF opened by
+    Pillow, as is a file tifffile cannot parse. ``file``: a path or a seekable binary file."""
     import tifffile
 
-    tiff = tifffile.TiffFile(file)
     try:
-        if tiff.series and (tiff.is_bigtiff or len(tiff.series[0].levels) > 1):
-            return TiffLevels(tiff)
-    except BaseException:
+        tiff = tifffile.TiffFile(file)
+    except tifffile.TiffFileError:
+        tiff = None
+    if tiff is not None:
+        try:
+            if tiff.series and len(tiff.series[0].levels) > 1:
+                return TiffLevels(tiff)
+        except BaseException:
+            tiff.close()
+            raise
         tiff.close()
-        raise
-    tiff.close()
     if hasattr(file, "seek"):
         file.seek(0)
     return open_image(file)

@@ -94,7 +94,8 @@ def test_plain_sixteen_bit_tiff_and_png_keep_their_contrast(tmp_path):
     twelve_bit = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)
     Image.fromarray(twelve_bit).save(tmp_path / "scan.tif")
     Image.fromarray(twelve_bit).save(tmp_path / "scan.png")
-    for name in ("scan.tif", "scan.png"):
+    tifffile.imwrite(tmp_path / "big.tif", twelve_bit, bigtiff=True, tile=(32, 32))
+    for name in ("scan.tif", "scan.png", "big.tif"):  # a single-level BigTIFF: Pillow reads it
         with Image.open(tmp_path / name) as image:
             gray = downsample(image, 8, "box", "squash", channels=1)
         assert gray.shape == (1, 8, 8) and gray.max() > 230 and gray.min() < 25, name
@@ -255,3 +256,11 @@ def test_colour_pyramids_chunky_or_planar_read_as_rgb(tmp_path, planar):
         assert image.levels == [(256, 256), (64, 64)]
         rgb = downsample(image, 8, "box", "centre")
     assert rgb.shape == (3, 8, 8) and rgb[0].min() == 200 and rgb[1:].max() == 0
+
+
+def test_a_pyramid_codec_tifffile_lacks_says_what_to_install(pyramids, monkeypatch):
+    from tifffile import TIFF
+
+    monkeypatch.setattr(TIFF, "DECOMPRESSORS", {}, raising=False)  # as without imagecodecs
+    with pytest.raises(DataError, match="ADOBE_DEFLATE-compressed.*pip install imagecodecs"):
+        open_source(pyramids).scan(ScanReport())
