@@ -146,7 +146,8 @@ def _read_winner(run_dir: Path):
         if problems:
             raise ValueError("; ".join(problems))
         resolution = winner["resolution"]
-        model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]))
+        channels = len(winner["mean"])  # 1 where the run's data was gray, else 3
+        model = build_cnn(winner["hparams"], resolution, len(winner["class_names"]), channels)
         if winner.get("resizer"):
             spec = ResizerSpec(**winner["resizer"])
             model = with_resizer(model, spec, resolution, len(winner["mean"]))
@@ -200,12 +201,18 @@ def winner_problems(winner: Any) -> list[str]:
 
 
 def _downsampled(image, resolution: int, winner: dict[str, Any]):
-    """One image (PIL or a path) as the cache holds it: uint8 (3, r, r)."""
+    """One image (PIL or a path) as the cache holds it: uint8 (C, r, r)."""
+    from pathlib import Path
+
     from PIL import Image
 
+    from evores.data.readers import open_file
     from evores.data.resample import downsample
 
+    channels = len(winner["mean"])
     if isinstance(image, Image.Image):
-        return downsample(image, resolution, winner["filter"], winner["crop"])
-    with Image.open(image) as opened:
-        return downsample(opened, resolution, winner["filter"], winner["crop"])
+        return downsample(image, resolution, winner["filter"], winner["crop"], channels)
+    suffix = Path(image).suffix.lower()
+    levelled = suffix in (".dcm", ".tif", ".tiff")  # read as the cache read them
+    with open_file(image, suffix) if levelled else Image.open(image) as opened:
+        return downsample(opened, resolution, winner["filter"], winner["crop"], channels)

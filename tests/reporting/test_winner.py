@@ -185,3 +185,28 @@ def test_predict_takes_one_image_or_path_as_a_batch_of_one_and_an_empty_list(tin
     assert np.array_equal(predict(image), expected)
     assert np.array_equal(predict(str(tmp_path / "one.png")), expected)
     assert predict([]).shape == (0, expected.shape[1])
+
+
+def test_a_gray_winner_loads_and_predicts_with_one_channel(tmp_path):
+    """A run on gray data trains a one-channel network; load_model builds and feeds it so."""
+    from safetensors.torch import save_file
+
+    from evores.training.model import build_cnn
+
+    hparams = {"conv_filters": [4], "conv_kernels": [3], "fc_units": [8]}
+    torch.manual_seed(0)
+    model = build_cnn(hparams, 8, 2, in_channels=1)
+    save_file(model.state_dict(), str(tmp_path / WEIGHTS))
+    (tmp_path / DESCRIPTION).write_text(json.dumps({
+        "hparams": hparams, "resolution": 8, "mean": [100.0], "std": [50.0],
+        "class_names": ["a", "b"], "filter": "box", "crop": "centre",
+    }))  # fmt: skip
+    loaded, predict = load_model(tmp_path)
+    gray = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))
+    image = np.asarray(gray.resize((8, 8), Image.Resampling.BOX), np.float32)
+    x = (torch.from_numpy(image).reshape(1, 1, 8, 8) - 100.0) / 50.0
+    with torch.no_grad():
+        expected = torch.softmax(model(x), dim=1).numpy()
+    assert np.allclose(predict([gray]), expected, atol=1e-6)
+    gray.save(tmp_path / "gray.png")
+    assert np.allclose(predict(tmp_path / "gray.png"), expected, atol=1e-6)
