@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from evores.core.errors import ConfigError, DataError
+from evores.data import build as build_mod
 from evores.data import cache as cache_mod
 from evores.data.cache import open_cache, read_cache
 from evores.data.resample import CROPS, FILTERS
@@ -78,7 +79,7 @@ def test_second_open_reuses_the_file(folder, tmp_path, monkeypatch):
     first = _open(folder, tmp_path)
     mtime = first.path.stat().st_mtime_ns
     calls = []
-    monkeypatch.setattr(cache_mod, "_build", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(cache_mod, "build_cache", lambda *a, **k: calls.append(a))
     second = _open(folder, tmp_path, resolutions=(16,))
     assert calls == [] and second.path.stat().st_mtime_ns == mtime and second == first
 
@@ -114,8 +115,8 @@ def test_failed_build_leaves_no_partial_file(folder, tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    real = cache_mod.process_image
-    monkeypatch.setattr(cache_mod, "process_image", explode)
+    real = build_mod.process_image
+    monkeypatch.setattr(build_mod, "process_image", explode)
     with pytest.raises(RuntimeError, match="disk on fire"):
         _open(folder, tmp_path)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [good.path.name]
