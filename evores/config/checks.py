@@ -74,6 +74,12 @@ def _resolve_data(data: dict[str, Any]) -> None:
             f'data.channels must be "auto", 1 or 3, got {short(channels)}; "auto" stores '
             "one channel where every image is gray"
         )
+    for key, example in (("build_workers", "4"), ("memory_budget", "8000000000 (8 GB)")):
+        if data[key] < 0:
+            raise ConfigError(
+                f"data.{key} must be >= 0 (0: decided from this machine), got {data[key]}; "
+                f"e.g. {example}"
+            )
     _check_resizer(data)
 
 

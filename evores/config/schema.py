@@ -53,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
         "max_decode_pixels": MAX_DECODE_PIXELS,
         # "auto": one channel where every image of the source is gray, else RGB; 1 or 3 forces.
         "channels": "auto",
+        # Processes that decode the images of a cache build; 0 = every CPU available.
+        "build_workers": 0,
+        # Bytes of a rung's train and evaluation images one rank may hold in memory; a larger
+        # rung is read through a memory map of the cache (evores.training.prepared);
+        # 0 = half the node's available memory, shared among its ranks.
+        "memory_budget": 0,
         # "learned": a small CNN shrinks resizer_source px copies to each stage's resolution
         # (evores.training.resizer); 0 = twice the stage's resolution.
         "resizer": "fixed",

@@ -36,7 +36,7 @@ def open_dataset(config: dict[str, Any]):
 
 def _open_cache(config: dict[str, Any], resolutions: list[int]):
     data = config["data"]
-    return open_cache(
+    cache = open_cache(
         data["path"],
         resolutions,
         filter=data["filter"],
@@ -48,5 +48,7 @@ def _open_cache(config: dict[str, Any], resolutions: list[int]):
         download=data["download"],
         max_decode_pixels=data["max_decode_pixels"],
         channels=data["channels"],
+        build_workers=data["build_workers"],
         progress=log.info,
     )
+    return cache.with_memory_budget(data["memory_budget"])

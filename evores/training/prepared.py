@@ -1,8 +1,17 @@
 """A dataset split at one resolution, ready to train on: uint8 images on the device, labels, and
-the channel statistics that normalise them (the airbench layout: batches are index gathers)."""
+the channel statistics that normalise them (the airbench layout: batches are index gathers).
+
+A rung whose train and evaluation images exceed the rank's memory budget
+(``data.memory_budget``; 0: half the memory available on the node, shared among the ranks
+SLURM or the MPI launcher put there) is read through a memory map of the cache file instead:
+the images stay in the page cache, one physical copy for every rank of the node, and each
+batch is gathered from the map and moved to the device. The batches are the same bytes, so
+the results are the same as in memory for the same seed.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +21,18 @@ import torch
 
 from evores.core.errors import ConfigError, DataError
 from evores.data.resizing import ResizerSpec
+from evores.hpc.environment import SlurmEnvironment
 from evores.training.device import resolve_device
+
+# Of the memory available on a node, the share its ranks' in-memory rungs may take together
+# by default: the rest is for torch, the networks' activations and the batches (the planner's
+# peak memory), and for the page cache that the mapped rungs are read through.
+AUTO_BUDGET_SHARE = 0.5
+# Rows of images counted at a time for the channel statistics: bounds the copy a mapped
+# split's channel would otherwise make whole.
+_STATS_ROWS = 4096
+# Outside SLURM: how many ranks the MPI launchers (MPICH/Hydra, Open MPI) put on this node.
+_LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
 
 
 def _tensor(array: Any) -> torch.Tensor:
@@ -58,7 +78,11 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values = torch.arange(256, dtype=torch.float64)
     means, stds = [], []
     for c in range(x.shape[1]):
-        hist = torch.bincount(x[:, c].reshape(-1).cpu(), minlength=256).to(torch.float64)
+        counts = torch.zeros(256, dtype=torch.int64)
+        for start in range(0, x.shape[0], _STATS_ROWS):
+            rows = x[start : start + _STATS_ROWS, c].reshape(-1).cpu()
+            counts += torch.bincount(rows, minlength=256)
+        hist = counts.to(torch.float64)
         n = hist.sum()
         mean = (hist * values).sum() / n
         var = (hist * (values - mean) ** 2).sum() / n
@@ -69,7 +93,8 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PreparedData:
-    """One resolution of a dataset held in memory on the training device.
+    """One resolution of a dataset held in memory on the training device, or (``mapped``) its
+    images read through a memory map on the host and each batch moved to the device.
 
     ``train_x`` / ``eval_x`` are uint8 ``(N, C, H, W)`` tensors, labels int64. ``eval_split``
     names what the evaluation arrays are: ``"val"`` or ``"test"`` when built from a cache,
@@ -90,6 +115,7 @@ class PreparedData:
         eval_split: str | None = None,
         resizer: ResizerSpec | None = None,
         target: int | None = None,
+        mapped: bool = False,
     ) -> None:
         if n_classes < 2:
             raise DataError(f"n_classes is {n_classes}; a classifier needs at least 2 classes")
@@ -107,8 +133,10 @@ class PreparedData:
         self.target = int(target if resizer is not None and target else train_x.shape[-1])
         mean, std = _channel_stats(train_x)
         self.mean, self.std = mean.to(self.device), std.to(self.device)
-        self.train_x, self.train_y = train_x.to(self.device), train_y.to(self.device)
-        self.eval_x, self.eval_y = eval_x.to(self.device), eval_y.to(self.device)
+        self.mapped = mapped  # the images stay in the (shared) map; batches travel
+        images_on = torch.device("cpu") if mapped else self.device
+        self.train_x, self.train_y = train_x.to(images_on), train_y.to(self.device)
+        self.eval_x, self.eval_y = eval_x.to(images_on), eval_y.to(self.device)
 
     @classmethod
     def from_arrays(
@@ -138,12 +166,14 @@ class PreparedData:
 
         ``final=False``: train on "train", evaluate on "val" (the test split is never read).
         ``final=True``: train on "train+val", evaluate on "test". With a learned ``resizer``
-        the images are read at its source resolution for ``resolution``.
+        the images are read at its source resolution for ``resolution``. Mapped when the two
+        splits' images exceed the cache's ``memory_budget`` (see :func:`memory_budget`).
         """
         train_split, eval_split = ("train+val", "test") if final else ("train", "val")
         stored = resolution if resizer is None else resizer.source_for(resolution)
-        train_x, train_y = cache.arrays(stored, train_split)
-        eval_x, eval_y = cache.arrays(stored, eval_split)
+        read = cache.mapped if maps(cache, stored, (train_split, eval_split)) else cache.arrays
+        train_x, train_y = read(stored, train_split)
+        eval_x, eval_y = read(stored, eval_split)
         return cls(
             _images(train_x, f"{train_split} images"),
             _labels(train_y, f"{train_split} labels"),
@@ -154,6 +184,7 @@ class PreparedData:
             eval_split=eval_split,
             resizer=resizer,
             target=resolution,
+            mapped=isinstance(train_x, np.memmap) and isinstance(eval_x, np.memmap),
         )
 
     @property
@@ -172,7 +203,8 @@ class PreparedData:
             return self
         moved = object.__new__(PreparedData)
         moved.__dict__.update(self.__dict__)
-        for name in ("train_x", "train_y", "eval_x", "eval_y", "mean", "std"):
+        names = ("train_y", "eval_y", "mean", "std")
+        for name in names if self.mapped else ("train_x", "eval_x", *names):
             setattr(moved, name, getattr(self, name).to(dev))
         moved.device = dev
         return moved
@@ -182,14 +214,83 @@ class PreparedData:
         return images.float().sub_(self.mean).div_(self.std)
 
     def train_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather one training batch by index and normalise it on the device."""
+        """Gather one training batch by index and normalise it on the device (mapped: gather
+        from the map on the host, then move the batch)."""
+        if self.mapped:
+            images = self.train_x[indices.cpu()].to(self.device)
+            return self.normalise(images), self.train_y[indices]
         return self.normalise(self.train_x[indices]), self.train_y[indices]
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The evaluation split in order, in chunks of ``batch_size``."""
         for start in range(0, self.eval_x.shape[0], batch_size):
             stop = start + batch_size
-            yield self.normalise(self.eval_x[start:stop]), self.eval_y[start:stop]
+            images = self.eval_x[start:stop].to(self.device)  # a no-op unless mapped
+            yield self.normalise(images), self.eval_y[start:stop]
+
+
+def maps(cache, resolution: int, splits: tuple[str, ...]) -> bool:
+    """Whether a rung reading ``splits`` of ``cache`` at ``resolution`` is read through a
+    memory map: its images exceed the rank's budget and the cache can be mapped."""
+    if not hasattr(cache, "mapped") or not hasattr(cache, "split_bytes"):
+        return False  # an object that only offers arrays(), e.g. a user's own
+    needed = sum(cache.split_bytes(resolution, split) for split in splits)
+    return needed > memory_budget(getattr(cache, "memory_budget", 0))
+
+
+def memory_budget(setting: int) -> int:
+    """The bytes of a rung's images one rank may hold in memory: ``setting`` when positive,
+    else :data:`AUTO_BUDGET_SHARE` of the memory available now, divided among the node's
+    ranks."""
+    if setting > 0:
+        return int(setting)
+    return int(AUTO_BUDGET_SHARE * available_memory() / ranks_on_node())
+
+
+def available_memory() -> int:
+    """Bytes this process could still take: the kernel's MemAvailable, or the headroom of
+    its cgroup's limit when that is lower (a SLURM job's --mem)."""
+    available = _meminfo_available()
+    headroom = _cgroup_headroom()
+    return min(available, headroom) if headroom is not None else available
+
+
+def _meminfo_available() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return int(pages * size)
+
+
+def _cgroup_headroom() -> int | None:
+    """cgroup v2: memory.max minus memory.current of this process's group; None if unlimited
+    or unknown."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as cgroup:
+            group = cgroup.read().strip().split("::")[-1]
+        folder = Path("/sys/fs/cgroup") / group.lstrip("/")
+        limit = (folder / "memory.max").read_text().strip()
+        current = int((folder / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(0, int(limit) - current)
+
+
+def ranks_on_node() -> int:
+    """The ranks sharing this node: SLURM's tasks on it, else the MPI launcher's count, else 1."""
+    slurm = SlurmEnvironment.from_env()
+    if slurm.in_job:
+        return max(1, slurm.local_tasks)
+    for var in _LOCAL_SIZE_VARS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
 
 
 def prepare(data, resolution: int, device, filter: str, final: bool) -> PreparedData:
