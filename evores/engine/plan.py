@@ -1,4 +1,4 @@
-"""Before a job: how long a run will take and how much memory an evaluation needs.
+"""Before a job: how long a run will take and how much memory an evaluation and its data need.
 
 ``python -m evores.plan --config my.toml [--gpus N | --cpus N]`` trains a few genomes sampled
 from the run's search space for a few epochs at every resolution of its ladder, on this
@@ -6,7 +6,10 @@ machine, and turns what it measured into the expected wall time of the whole run
 workers, split by stage, the peak memory of an evaluation, and the ``#SBATCH --time`` to ask
 for. What is measured (seconds per epoch, memory) and what is extrapolated (how many epochs
 early stopping leaves, how the search's genomes compare with uniform samples, that N workers
-run N times as fast) is printed apart, so the figure is read for what it is.
+run N times as fast) is printed apart, so the figure is read for what it is. It also says
+how much memory each rank's data takes at every rung (the uint8 images of the splits it trains
+and evaluates on), whether that rung is held in memory or read through a shared memory map
+(``data.memory_budget``), and whether it fits the node's memory.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ class ResolutionCost:
     @property
     def mean_seconds_per_epoch(self) -> float:
         return float(np.mean(self.seconds_per_epoch)) if self.seconds_per_epoch else math.nan
+
+
+@dataclass(frozen=True)
+class RungMemory:
+    """The images one rank holds for one part of the schedule."""
+
+    name: str
+    resolution: int  # as stored (a learned resizer's source resolution)
+    bytes: int
+    mapped: bool  # over the budget: one copy in the node's page cache, shared by its ranks
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,71 @@ def estimate(config: dict[str, Any], costs: dict[int, ResolutionCost], workers: 
     times = rounds(elites, workers, elites) * costs[last].mean_seconds_per_epoch
     phases.append(Phase("final", last, elites, (times * 1, times * high_epochs)))
     return phases
+
+
+def tasks_per_node(config: dict[str, Any]) -> int:
+    """The tasks the config's batch script starts on a node (the driver's slot included)."""
+    from evores.hpc.sbatch import sbatch_flags
+
+    flags = sbatch_flags(config["slurm"], config["train"]["evaluations_per_gpu"])
+    return int(flags.get("ntasks-per-node") or flags["ntasks"])
+
+
+def data_budget(config: dict[str, Any], available: int) -> int:
+    """The bytes of images a rank of the job may hold in memory: ``data.memory_budget``, or
+    the automatic share of ``available`` among the tasks of a node."""
+    from evores.training.prepared import AUTO_BUDGET_SHARE
+
+    setting = config["data"]["memory_budget"]
+    return setting if setting > 0 else int(AUTO_BUDGET_SHARE * available / tasks_per_node(config))
+
+
+def rung_memory(config: dict[str, Any], cache: Any, budget: int) -> list[RungMemory]:
+    """Per stage (train + val) and for the final retraining (train + val, then test)."""
+    from evores.data.resizing import resizer_spec
+
+    spec = resizer_spec(config["data"])
+    resolutions = config["schedule"]["resolutions"]
+    parts = [(f"stage {n + 1}", r, ("train", "val")) for n, r in enumerate(resolutions)]
+    parts.append(("final", resolutions[-1], ("train+val", "test")))
+    rungs = []
+    for name, resolution, splits in parts:
+        stored = resolution if spec is None else spec.source_for(resolution)
+        size = sum(cache.split_bytes(stored, split) for split in splits)
+        rungs.append(RungMemory(name, stored, size, size > budget))
+    return rungs
+
+
+def _memory_lines(config, rungs: list[RungMemory], budget: int, available: int) -> list[str]:
+    from evores.training.prepared import AUTO_BUDGET_SHARE
+
+    tasks = tasks_per_node(config)
+    setting = config["data"]["memory_budget"]
+    how = (
+        "data.memory_budget"
+        if setting > 0
+        else f"auto: {AUTO_BUDGET_SHARE:.0%} of the {_mib(available)} available here, shared by "
+        f"the {tasks} task(s) per node of the [slurm] job"
+    )
+    lines = ["", f"data per rank (uint8 images; budget {_mib(budget)}, {how}):"]
+    for rung in rungs:
+        if rung.mapped:
+            fits = "fits" if rung.bytes <= available else "does NOT fit: epochs re-read the disk"
+            where = f"memory-mapped, one copy per node in the page cache ({fits} in memory here)"
+        else:
+            where = f"in memory, up to {tasks} x {_mib(rung.bytes)} on a node"
+        lines.append(f"  {rung.name:>7} {rung.resolution:>4} px: {_mib(rung.bytes)}, {where}")
+    resident = max((r.bytes for r in rungs if not r.mapped), default=0)
+    if resident * tasks > available:
+        lines.append(
+            f"  the in-memory rungs of {tasks} tasks ({_mib(resident * tasks)}) exceed the "
+            f"memory available here: lower data.memory_budget to map them"
+        )
+    return lines
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 def walltime_request(seconds: float, setup_seconds: float, slurm: dict[str, Any]) -> str:
@@ -199,9 +277,11 @@ def render(
         f"{low_epochs} to {high_epochs} epochs (early stopping; train.patience = "
         f"{train['patience']}, train.max_epochs = {train['max_epochs']}); the search's genomes "
         "cost what the uniform samples cost (narrowing and selection shift them); "
-        f"{setting['workers']} worker(s) each as fast as this one process; the dataset fits "
-        "in memory as it did here.",
+        f"{setting['workers']} worker(s) each as fast as this one process; each rung's "
+        "data is read as below (in memory or mapped), as it was here.",
     ]
+    if "rungs" in setting:
+        lines += _memory_lines(config, setting["rungs"], setting["budget"], setting["available"])
     lines += _walltime_lines(config, total[1], setting["setup_seconds"])
     return "\n".join(lines) + "\n"
 
@@ -267,6 +347,7 @@ def plan(args: argparse.Namespace) -> str:
     import torch
 
     from evores.data.opener import open_dataset
+    from evores.training.prepared import available_memory
 
     torch.set_num_threads(setting["threads"])
     print(
@@ -277,6 +358,10 @@ def plan(args: argparse.Namespace) -> str:
     started = time.perf_counter()
     cache = open_dataset(config)
     setting["setup_seconds"] = time.perf_counter() - started
+    setting["available"] = available_memory()
+    setting["budget"] = data_budget(config, setting["available"])
+    setting["rungs"] = rung_memory(config, cache, setting["budget"])
+    cache = cache.with_memory_budget(setting["budget"])  # timed as the job will read them
     setting.update(genomes=args.genomes, epochs=args.epochs)
     costs = measure(config, cache, setting["device"], args.genomes, args.epochs)
     if any(not cost.seconds_per_epoch for cost in costs.values()):

@@ -8,11 +8,14 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
 from evores import config as configuration
+from evores.data.cache import DatasetCache
+from evores.engine import plan
 from evores.engine.plan import ResolutionCost, estimate, rounds, walltime_request
 
 CHEAP = ["schedule.resolutions=[8, 16]", "schedule.evaluations=[8, 4]", "search.population=4",
@@ -54,6 +57,25 @@ def test_the_walltime_adds_the_safety_factor_the_setup_and_the_warning():
     assert configuration.walltime_seconds("1-13:30:00") == int(37.5 * 3600)
 
 
+def test_the_data_per_rank_is_in_memory_under_the_budget_and_mapped_over_it():
+    sizes = {"train": 700, "val": 150, "test": 150}
+    cache = DatasetCache(Path("c.h5"), ["a", "b"], (8, 16), "box", "centre", {}, sizes)
+    # 8 px: 850 images x 192 B = 163,200 B; 16 px: 850 x 768 B = 652,800 B (final: 1000 x 768).
+    config = configuration.load(overrides=[*CHEAP, "data.memory_budget=500000"])
+    rungs = plan.rung_memory(config, cache, plan.data_budget(config, available=10**9))
+    assert [(r.name, r.resolution, r.bytes, r.mapped) for r in rungs] == [
+        ("stage 1", 8, 163_200, False), ("stage 2", 16, 652_800, True),
+        ("final", 16, 768_000, True),
+    ]  # fmt: skip
+    lines = plan._memory_lines(config, rungs, 500_000, available=10**9)
+    assert (
+        "0.2 MiB, in memory, up to 3 x 0.2 MiB on a node" in lines[2]
+    )  # 2 workers and the driver's task
+    assert "memory-mapped, one copy per node in the page cache (fits in memory here)" in lines[3]
+    auto = configuration.load(overrides=CHEAP)  # 0: half of what is available, per task
+    assert plan.data_budget(auto, available=6 * 10**9) == 10**9
+
+
 def run_plan(cache_dir, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "evores.plan", *args]
     env = {**os.environ, "EVORES_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT)}
@@ -70,6 +92,7 @@ def test_the_planner_measures_every_resolution_and_prints_the_walltime(cache_dir
     assert "expected wall time with 3 worker(s), synchronous mode (extrapolated)" in out
     assert "stage 1    8 px:     8 evaluations" in out and "final   16 px:     2 retrainings" in out
     assert "extrapolated, not measured: each evaluation trains 2 to 4 epochs" in out
+    assert "data per rank (uint8 images; budget" in out and "  stage 2   16 px:" in out
     request = next(line for line in out.splitlines() if line.startswith("#SBATCH --time="))
     assert configuration.walltime_seconds(request.removeprefix("#SBATCH --time=")) > 120
 
