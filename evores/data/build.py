@@ -174,10 +174,13 @@ class _Decoder:
                 yield from zip(chunk, decode_items(self.source, chunk, *self.options), strict=True)
             return
         # spawn, not fork: the parent may hold MPI, threads or an open HDF5 file.
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             self.workers, get_context("spawn"), _open_worker_source, (str(self.spec),)
-        ) as pool:
+        )
+        try:
             yield from self._pooled(pool, chunks)
+        finally:  # on an error, the tasks not yet started are dropped, not decoded in vain
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _pooled(self, pool, chunks: list[list[Item]]) -> Iterator[tuple[Item, tuple]]:
         window = 4 * self.workers  # tasks in flight: bounds the decoded arrays held at once
@@ -197,7 +200,8 @@ class _Decoder:
                 f"a cache-build worker process died (killed, out of memory or crashed) while "
                 f"decoding {chunk[0].name} .. {chunk[-1].name} of {self.source.identity}; the "
                 "cache was not written: set data.build_workers = 1 to decode in one process, "
-                "or give the job more memory"
+                "give the job more memory, or (a script of your own that calls evores) put its "
+                "top level under if __name__ == '__main__': so that workers can start"
             ) from None
 
 
