@@ -162,7 +162,7 @@ def _cpu_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("make", "ranks", "build"))
-    parser.add_argument("folder", help="a folder; for build also \"embedded\" or any data.path")
+    parser.add_argument("folder", help='a folder; for build also "embedded" or any data.path')
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--resolutions", default="32,64,128", help="for build")
