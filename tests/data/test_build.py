@@ -14,7 +14,7 @@ from test_cache import make_folder
 from evores.config import load
 from evores.core.errors import ConfigError, DataError
 from evores.data import build
-from evores.data.cache import open_cache
+from evores.data.cache import open_cache, read_cache
 
 RESOLUTIONS = (8, 16)
 TIMING = ("build_seconds", "build_workers")  # what may differ between the two builds
@@ -75,6 +75,22 @@ def test_images_are_contiguous_uncompressed_and_mapped_as_read(pooled):
         x, y = cache.arrays(16, split)
         assert isinstance(mapped_x, np.memmap)
         assert np.array_equal(mapped_x, x) and np.array_equal(mapped_y, y)
+
+
+def test_a_chunked_dataset_is_read_into_memory_instead_of_mapped(pooled, tmp_path):
+    """A cache whose images are not one plain block (chunked, as format 1 wrote them) is read
+    whole, not mapped at a wrong offset."""
+    copy = tmp_path / pooled[1].path.name
+    copy.write_bytes(pooled[1].path.read_bytes())
+    with h5py.File(copy, "a") as f:
+        images = f["images/16"][...]
+        del f["images/16"]
+        f.create_dataset("images/16", data=images, chunks=(4, 3, 16, 16), compression="gzip")
+    cache = read_cache(copy)
+    mapped_x, _ = cache.mapped(16, "train")
+    assert not isinstance(mapped_x, np.memmap)
+    assert np.array_equal(mapped_x, pooled[1].arrays(16, "train")[0])
+    assert isinstance(cache.mapped(8, "train")[0], np.memmap)  # still one plain block
 
 
 def _die(*args):
