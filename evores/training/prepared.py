@@ -267,18 +267,47 @@ def _meminfo_available() -> int:
     return int(pages * size)
 
 
-def _cgroup_headroom() -> int | None:
-    """cgroup v2: memory.max minus memory.current of this process's group; None if unlimited
-    or unknown."""
+# The memory controller's files: cgroup v2 (one hierarchy) and v1 (its own "memory" one).
+# v1 writes "no limit" as a huge number; anything over 2**60 bytes is taken as none.
+_CGROUP_MEMORY = {"v2": ("", "memory.max", "memory.current"),
+                  "v1": ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes")}  # fmt: skip
+
+
+def _cgroup_headroom(
+    table: str = "/proc/self/cgroup", root: Path = Path("/sys/fs/cgroup")
+) -> int | None:
+    """The least limit-minus-usage over this process's memory cgroup and the groups above it
+    (SLURM limits the job's group, not the task's), v2 or v1; None where nothing is limited."""
     try:
-        with open("/proc/self/cgroup", encoding="ascii") as cgroup:
-            group = cgroup.read().strip().split("::")[-1]
-        folder = Path("/sys/fs/cgroup") / group.lstrip("/")
-        limit = (folder / "memory.max").read_text().strip()
-        current = int((folder / "memory.current").read_text())
-    except (OSError, ValueError):
+        with open(table, encoding="ascii") as cgroups:
+            lines = cgroups.read().splitlines()
+    except OSError:
         return None
-    return None if limit == "max" else max(0, int(limit) - current)
+    headrooms = []
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        version = "v2" if controllers == "" else "v1" if "memory" in controllers.split(",") else ""
+        if not version:
+            continue
+        mount, limit_name, usage_name = _CGROUP_MEMORY[version]
+        top = root / mount if mount else root
+        folder = top / group.lstrip("/")
+        while folder == top or top in folder.parents:
+            headrooms += _headroom(folder, limit_name, usage_name)
+            if folder == top:
+                break
+            folder = folder.parent
+    return min(headrooms, default=None)
+
+
+def _headroom(folder: Path, limit_name: str, usage_name: str) -> list[int]:
+    try:
+        limit = (folder / limit_name).read_text().strip()
+        if limit == "max" or int(limit) > 1 << 60:
+            return []
+        return [max(0, int(limit) - int((folder / usage_name).read_text()))]
+    except (OSError, ValueError):
+        return []
 
 
 def ranks_on_node() -> int:

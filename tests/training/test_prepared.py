@@ -113,3 +113,29 @@ def test_the_automatic_budget_is_shared_among_the_ranks_of_a_node(monkeypatch):
 
 def test_available_memory_reads_the_kernel():
     assert 0 < prepared.available_memory() <= prepared._meminfo_available()
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_the_cgroup_headroom_is_the_least_over_the_group_and_its_parents(tmp_path, version):
+    """SLURM limits the job's group; the task's group below it is unlimited."""
+    controller, limit, usage = {
+        "v2": ("", "memory.max", "memory.current"),
+        "v1": ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
+    }[version]
+    top = tmp_path / controller if controller else tmp_path
+    job = top / "slurm" / "job_7"
+    task = job / "step_0" / "task_0"
+    task.mkdir(parents=True)
+    unlimited = "max" if version == "v2" else str(2**63 - 4096)
+    for folder, (cap, used) in {job: ("8000", "3000"), task: (unlimited, "1000")}.items():
+        (folder / limit).write_text(cap + "\n")
+        (folder / usage).write_text(used + "\n")
+    table = tmp_path / "cgroup"
+    table.write_text(
+        "0::/slurm/job_7/step_0/task_0\n"
+        if version == "v2"
+        else "4:memory:/slurm/job_7/step_0/task_0\n1:cpu,cpuacct:/\n"
+    )
+    assert prepared._cgroup_headroom(str(table), tmp_path) == 5000
+    (job / limit).write_text(unlimited)
+    assert prepared._cgroup_headroom(str(table), tmp_path) is None
