@@ -111,8 +111,13 @@ def test_the_automatic_budget_is_shared_among_the_ranks_of_a_node(monkeypatch):
     assert prepared.available_memory() == 12_000  # the stub; the real one reads the kernel
 
 
-def test_available_memory_reads_the_kernel():
-    assert 0 < prepared.available_memory() <= prepared._meminfo_available()
+def test_available_memory_is_the_kernels_or_the_cgroups_headroom_when_lower(monkeypatch):
+    assert prepared.available_memory() > 0  # the real files of this machine
+    monkeypatch.setattr(prepared, "_meminfo_available", lambda: 9_000)
+    monkeypatch.setattr(prepared, "_cgroup_headroom", lambda: None)
+    assert prepared.available_memory() == 9_000
+    monkeypatch.setattr(prepared, "_cgroup_headroom", lambda: 4_000)
+    assert prepared.available_memory() == 4_000
 
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
