@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import types
 import typing
 from dataclasses import dataclass
@@ -219,6 +220,7 @@ class LogRecord(TypedDict, total=False):
     resolution: int
     seed: int
     elapsed: float  # the run's clock when the result was logged
+    logged_at: float  # the Unix time (seconds since 1970, UTC) when the result was logged
     elite_of: list
     probe_of: list
     status: str  # OK, FAILED, PRUNED or INTERRUPTED
@@ -240,7 +242,8 @@ class LogRecord(TypedDict, total=False):
 
 def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord:
     """The log record of ``task`` with ``result`` (a result dict, or just a status and reason
-    for an interrupted evaluation); ``elapsed`` is the run's clock."""
+    for an interrupted evaluation); ``elapsed`` is the run's clock, ``logged_at`` the time of
+    day (what a timeline of the run, such as its Optuna export, is drawn from)."""
     stage, generation, index = task["key"]
     record: LogRecord = {
         "key": task["key"],
@@ -252,6 +255,7 @@ def make_record(task: Task, result: dict[str, Any], elapsed: float) -> LogRecord
         "resolution": task["resolution"],
         "seed": task["seed"],
         "elapsed": round(elapsed, 3),
+        "logged_at": round(time.time(), 3),
     }
     for field in ("elite_of", "probe_of"):
         if field in task:

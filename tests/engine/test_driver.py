@@ -34,7 +34,7 @@ SUMMARY_KEYS = {
     "n_evaluations", "stages", "transitions", "final_candidates", "failures", "seed",
     "strategy", "data", "plots", "evores_version", "outcome", "provisional",
 }  # fmt: skip
-CLOCK_FIELDS = {"elapsed", "wall_seconds", "stage_started"}  # the run's clock, never equal
+CLOCK_FIELDS = {"elapsed", "logged_at", "wall_seconds", "stage_started"}  # clocks: never equal
 
 
 class StandInCache:
