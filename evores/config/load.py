@@ -83,14 +83,16 @@ def parse_override(item: str) -> dict[str, Any]:
     name, sep, text = item.partition("=")
     name = name.strip()
     if not sep or not name:
-        raise ConfigError(f"--set {item!r} is not of the form section.key=value, e.g. seed=3")
+        raise ConfigError(
+            f"override (--set) {item!r} is not of the form section.key=value, e.g. seed=3"
+        )
     try:
         value = tomllib.loads(f"value = {text.strip()}")["value"]
     except UNPARSABLE:
         value = text.strip()
     parts = name.split(".")
     if len(parts) > 2:
-        raise ConfigError(f"--set {item!r}: keys have at most one dot (section.key)")
+        raise ConfigError(f"override (--set) {item!r}: keys have at most one dot (section.key)")
     return {parts[0]: value} if len(parts) == 1 else {parts[0]: {parts[1]: value}}
 
 

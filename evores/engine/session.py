@@ -169,8 +169,8 @@ def _prepare(args: Request) -> dict[str, Any]:
         config = load_config(args.config, args.overrides, args.values)
         if not run_dir.is_empty():
             raise CheckpointError(
-                f"run directory {str(run_dir.path)!r} is not empty; pass --resume to continue "
-                "that run, or choose a new --out"
+                f"run directory {str(run_dir.path)!r} is not empty; pass resume=True "
+                "(--resume) to continue that run, or choose a new one (out=, --out)"
             )
     run_dir.claim(fresh=not args.resume)
     try:
@@ -191,7 +191,7 @@ def _write_config(run_dir: RunDirectory, config: dict[str, Any]) -> None:
     except OSError as error:
         raise CheckpointError(
             f"cannot write the run directory {str(run_dir.path)!r} ({error.strerror}); "
-            "choose a writable --out"
+            "choose a writable one (out=, --out)"
         ) from None
 
 
@@ -216,7 +216,7 @@ def _resumed_config(args: Request, run_dir: RunDirectory) -> dict[str, Any]:
     if not run_dir.has_run():
         raise CheckpointError(
             f"nothing to resume in {str(run_dir.path)!r}: it has no {CONFIG}; "
-            "start a fresh run without --resume"
+            "start a fresh run without resume=True (--resume)"
         )
     config = configuration.load(run_dir.file(CONFIG))
     if args.config is not None or args.overrides or args.values:
@@ -225,8 +225,9 @@ def _resumed_config(args: Request, run_dir: RunDirectory) -> dict[str, Any]:
         wanted = load_config(args.config, args.overrides, args.values, initial=initial)
         if wanted != config:
             raise CheckpointError(
-                f"--resume continues {str(run_dir.path)!r} with the config it was started with; "
-                "drop --config/--set, or start a new run directory for a different config"
+                f"resume=True (--resume) continues {str(run_dir.path)!r} with the config it was "
+                "started with; drop the config and overrides (--config, --set), or start a new "
+                "run directory for a different config"
             )
     return config
 

@@ -253,10 +253,10 @@ class RunDirectory:
             self.lock()
         except OSError as error:
             fix = (
-                "choose a writable --out"
+                "choose a writable one (out=, --out)"
                 if fresh
-                else "--resume writes into it: make it writable, or copy the run to a place "
-                "that is and resume there"
+                else "resume=True (--resume) writes into it: make it writable, or copy the run "
+                "to a place that is and resume there"
             )
             raise CheckpointError(
                 f"cannot write the run directory {str(self.path)!r} ({error.strerror}); {fix}"
@@ -266,7 +266,8 @@ class RunDirectory:
             self.unlock()
             raise CheckpointError(
                 f"run directory {str(self.path)!r} is not empty (another run wrote {others[0]} "
-                "into it); pass --resume to continue that run, or choose a new --out"
+                "into it); pass resume=True (--resume) to continue that run, or choose a new "
+                "one (out=, --out)"
             )
         if not fresh:
             self.remove_stale_temporaries()

@@ -39,17 +39,21 @@ def run_directory(out: Path | None, resume: bool) -> RunDirectory:
     """The run directory ``--out`` names (a new dated one for a fresh run without it)."""
     if out is None:
         if resume:
-            raise CheckpointError("--resume needs --out DIR naming the run directory to continue")
+            raise CheckpointError(
+                "resume=True (--resume) needs the run directory to continue (out=, --out DIR)"
+            )
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run_dir = RunDirectory(usable_path(out, "--out", CheckpointError))
+    run_dir = RunDirectory(usable_path(out, "run directory (out=, --out)", CheckpointError))
     if run_dir.path.is_symlink() and not run_dir.path.exists():
         raise CheckpointError(
-            f"--out {str(run_dir.path)!r} is a symlink to {os.readlink(run_dir.path)!r}, which "
-            "does not exist; create that directory, or give another --out"
+            f"run directory (out=, --out) {str(run_dir.path)!r} is a symlink to "
+            f"{os.readlink(run_dir.path)!r}, which does not exist; create that directory, or "
+            "give another"
         )
     if run_dir.path.exists() and not run_dir.path.is_dir():
         raise CheckpointError(
-            f"--out {str(run_dir.path)!r} is a file, not a directory; choose a directory"
+            f"run directory (out=, --out) {str(run_dir.path)!r} is a file, not a directory; "
+            "choose a directory"
         )
     return run_dir
 

@@ -21,8 +21,8 @@ def genomes_of_run(path: str, population: int) -> tuple[list[dict[str, Any]], li
     folder = usable_path(path, KEY)
     if not (folder / EVALUATIONS).is_file():
         raise ConfigError(
-            f"{KEY} = {path!r} is not a run directory (it has no {EVALUATIONS}); give the --out "
-            "of an earlier run, or a list of genomes"
+            f"{KEY} = {path!r} is not a run directory (it has no {EVALUATIONS}); give the "
+            "directory of an earlier run (its out=, --out), or a list of genomes"
         )
     latest = {tuple(r["key"]): r for r in read_log(RunDirectory(folder))}
     done = [r for r in latest.values() if r["status"] == OK]

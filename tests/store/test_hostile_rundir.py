@@ -216,7 +216,7 @@ def test_an_empty_out_is_refused(cli):
 
 def test_resume_without_out_is_refused(cli):
     result = cli("--resume")
-    assert_one_line_refusal(result, "--resume needs --out")
+    assert_one_line_refusal(result, "resume=True (--resume) needs the run directory")
 
 
 def test_a_config_with_a_byte_order_mark_is_named_as_such(cli, tmp_path):
