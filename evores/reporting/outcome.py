@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,9 +86,49 @@ def of_run(
     return {"status": FAILED, "stage": number, "resolution": at, "reason": reason, "check": check}
 
 
+def baseline(report: Any, classes: list[str]) -> dict[str, Any] | None:
+    """The majority-class baseline of the validation and test splits: the accuracy of always
+    answering the split's most frequent class (no constant answer scores more), from the class
+    counts the dataset cache's ``report`` keeps; None where it keeps none (an earlier evores)."""
+    counts = report.get("class_counts") if isinstance(report, Mapping) else None
+    if not isinstance(counts, Mapping):
+        return None
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        split_counts = counts.get(split)
+        if not isinstance(split_counts, list) or not split_counts or sum(split_counts) <= 0:
+            return None
+        most = max(range(len(split_counts)), key=split_counts.__getitem__)
+        out[f"{split}_accuracy"] = split_counts[most] / sum(split_counts)
+        out[f"{split}_class"] = classes[most] if most < len(classes) else most
+    return out
+
+
+def warnings_of(winner: dict[str, Any] | None, floor: dict[str, Any] | None) -> list[str]:
+    """The summary's warnings: a winner that does not beat the majority-class baseline, on
+    the validation split it was chosen by or on the test split."""
+    if winner is None or floor is None:
+        return []
+    found = []
+    for split, name in (("val", "validation"), ("test", "test")):
+        score = winner.get(f"{split}_accuracy")
+        if score is not None and score <= floor[f"{split}_accuracy"]:
+            found.append(
+                f"the winner's {name} accuracy {score:.3f} does not beat the majority-class "
+                f"baseline {floor[f'{split}_accuracy']:.3f} (always answering "
+                f"{floor[f'{split}_class']!r}): the search found nothing better than a constant "
+                "answer; check the labels and the class balance, or search longer (more "
+                "evaluations, train.max_epochs)"
+            )
+    return found
+
+
 def conclude(summary: dict[str, Any], run_path: Path) -> int:
-    """Say how the run ended, on the last line of its output; the process's exit code."""
+    """Say how the run ended, on the last line of its output (after any warning of the
+    summary's); the process's exit code."""
     outcome = summary.get("outcome") or {"status": OK}
+    for warning in summary.get("warnings") or []:
+        log.warning("warning: %s", warning)
     if outcome["status"] == OK:
         log.info(
             "winner: test accuracy %s at %d px; summary in %s",

@@ -12,7 +12,8 @@ What the summary becomes depends on how the run stands:
 - unfinished (no ``summary.json``): ``summary.provisional.json`` is written afresh; its
   ``wall_seconds`` is the latest run time the checkpoint or the log records;
 - finished: ``summary.json`` is never rewritten. The recomputed summary (with the stored
-  ``wall_seconds``, a clock reading and not a statistic) is compared with it; equal, the run
+  ``wall_seconds``, a clock reading and not a statistic) is compared with it, in the keys it
+  holds (a key a later evores added to the summary is no difference); equal, the run
   is reproduced and the file is left as it is; different, the recomputation goes to
   ``summary.recomputed.json`` and the differing keys are named (:attr:`Recomputed.differs`);
 - a run killed before evores kept ``data_report.json`` has nothing that describes its data
@@ -72,13 +73,15 @@ def _run_directory(path: Path) -> RunDirectory:
     path = usable_path(path, "run directory", CheckpointError)
     if not path.is_dir():
         problem = "is a file" if path.exists() else "does not exist"
-        raise CheckpointError(f"{str(path)!r} {problem}; give the directory of a run (its --out)")
+        raise CheckpointError(
+            f"{str(path)!r} {problem}; give the directory of a run (its out=, --out)"
+        )
     run_dir = RunDirectory(path)
     for name in (CONFIG, EVALUATIONS):
         if not run_dir.file(name).is_file():
             raise CheckpointError(
                 f"{str(path)!r} has no {name}, so it is not a run directory (or its run never "
-                "evaluated anything); give the --out of a run"
+                "evaluated anything); give the directory of a run (its out=, --out)"
             )
     return run_dir
 
@@ -116,8 +119,10 @@ def _write_summary(
     if finished is None:
         write_json(run_dir.file(PROVISIONAL_SUMMARY), summary)
         return PROVISIONAL_SUMMARY, []
+    # A key the stored summary lacks was added by a later evores (the baseline, the warnings):
+    # what that run wrote is what it reported, not a difference.
     differs = sorted(k for k in summary.keys() | finished.keys()
-                     if summary.get(k) != finished.get(k))  # fmt: skip
+                     if k in finished and summary.get(k) != finished.get(k))  # fmt: skip
     if not differs:
         return SUMMARY, []
     write_json(run_dir.file(RECOMPUTED_SUMMARY), summary)

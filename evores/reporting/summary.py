@@ -80,17 +80,21 @@ def summary(
     wall_seconds: float,
     provisional: bool = False,
 ) -> dict[str, Any]:
-    """``summary.json``: the winner, the stages and transitions, the failures by type, and
-    what produced it (seed, strategy, data, version). ``cache`` is the run's dataset cache
+    """``summary.json``: the winner beside the majority-class baseline (and a warning when it
+    does not beat it), the stages and transitions, the failures by type, and what produced it
+    (seed, strategy, data, version). ``cache`` is the run's dataset cache
     (its ``class_names`` and build ``report``). ``provisional``: written while the run goes
     (at a stage change, or when it stops), so the winner and test accuracy are not in yet."""
     failed = [r for r in completed(records) if r["status"] == FAILED]
     failures = Counter(r.get("failure") or "unknown" for r in failed)
+    floor = outcome.baseline(cache.report, list(cache.class_names))
     return {
         "best_hparams": winner["hparams"] if winner else None,
         "test_accuracy": winner["test_accuracy"] if winner else None,
         "test_resolution": config["schedule"]["resolutions"][-1],
         "val_accuracy": winner["val_accuracy"] if winner else None,
+        "baseline": floor,
+        "warnings": outcome.warnings_of(winner, floor),
         "wall_seconds": round(wall_seconds, 3),
         "n_evaluations": progress.n_evaluations,
         "stages": list(progress.stages),

@@ -50,7 +50,9 @@ def test_a_resume_on_a_read_only_mount_says_what_resume_needs(tmp_path, monkeypa
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     monkeypatch.setattr(RunDirectory, "lock", read_only)
-    with pytest.raises(CheckpointError, match="Read-only file system.*--resume writes into it"):
+    with pytest.raises(
+        CheckpointError, match=r"Read-only file system.*resume=True \(--resume\) writes into it"
+    ):
         RunDirectory(tmp_path).claim(fresh=False)
 
 
@@ -78,3 +80,43 @@ def test_only_evores_own_training_is_missed_when_no_weights_were_saved(
     with caplog.at_level("WARNING", logger="evores"):
         keep_winner(tmp_path, {"fitness": {"function": function}}, None, [winner], winner)
     assert ("weights were not saved" in caplog.text) == warned
+
+
+# -- the majority-class baseline (issue 24) ------------------------------------------------------
+
+CLASSES = ["ants", "bees"]
+# Hymenoptera's test split as issue 24 met it: the winner scored 0.503, the majority 0.54.
+REPORT = {"class_counts": {"train": [124, 121], "val": [40, 36], "test": [70, 83]}}
+
+
+def test_the_baseline_is_each_splits_most_frequent_class():
+    from evores.reporting.outcome import baseline
+
+    assert baseline(REPORT, CLASSES) == {
+        "val_accuracy": 40 / 76, "val_class": "ants",
+        "test_accuracy": 83 / 153, "test_class": "bees",
+    }  # fmt: skip
+    # A data report of an earlier evores has no class counts: no baseline, no guess.
+    assert baseline({"n_images": 10}, CLASSES) is None
+    assert baseline({"class_counts": {"val": [], "test": [1]}}, CLASSES) is None
+
+
+def test_a_winner_below_the_baseline_is_warned_of_in_the_summary_and_the_log(caplog, tmp_path):
+    from evores.reporting.outcome import baseline, conclude, warnings_of
+
+    floor = baseline(REPORT, CLASSES)
+    beaten = warnings_of({"val_accuracy": 0.61, "test_accuracy": 0.60}, floor)
+    assert beaten == []
+    below = warnings_of({"val_accuracy": 0.61, "test_accuracy": 0.503}, floor)
+    (line,) = below
+    assert "test accuracy 0.503 does not beat the majority-class baseline 0.542" in line
+    assert "'bees'" in line and "\n" not in line
+    assert len(warnings_of({"val_accuracy": 0.5, "test_accuracy": 0.5}, floor)) == 2
+    assert warnings_of(None, floor) == [] and warnings_of({"test_accuracy": 0.1}, None) == []
+    summary = {"outcome": {"status": "ok"}, "warnings": below, "test_accuracy": 0.503,
+               "test_resolution": 64}  # fmt: skip
+    with caplog.at_level("INFO", logger="evores"):
+        assert conclude(summary, tmp_path) == 0
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert messages[0] == ("WARNING", f"warning: {line}")
+    assert messages[-1][1].startswith("winner: test accuracy 0.503")  # still the last line

@@ -428,3 +428,42 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(finished_run, tmp
     missing = subprocess.run([sys.executable, "-m", "evores.report", str(tmp_path / "missing")],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+
+
+def test_the_summary_holds_the_baseline_and_a_summary_from_before_it_still_reproduces(
+    finished_run, tmp_path, capsys
+):
+    stored = json.loads((finished_run / "summary.json").read_text())
+    counts = json.loads((finished_run / "data_report.json").read_text())["report"]["class_counts"]
+    classes = stored["data"]["classes"]
+    for split in ("val", "test"):
+        most = int(np.argmax(counts[split]))
+        assert stored["baseline"][f"{split}_accuracy"] == counts[split][most] / sum(counts[split])
+        assert stored["baseline"][f"{split}_class"] == classes[most]
+    below = stored["test_accuracy"] <= stored["baseline"]["test_accuracy"]
+    assert len(stored["warnings"]) == below + (
+        stored["val_accuracy"] <= stored["baseline"]["val_accuracy"]
+    )
+    # A run finished by an earlier evores wrote neither key: `evores report` reproduces it.
+    run_dir = copied(finished_run, tmp_path)
+    earlier = {k: v for k, v in stored.items() if k not in ("baseline", "warnings")}
+    (run_dir / "summary.json").write_text(json.dumps(earlier))
+    assert report_command([str(run_dir)]) == 0
+    assert "summary.json reproduced" in capsys.readouterr().out
+
+
+def test_a_data_report_without_class_counts_reports_no_baseline():
+    from evores import config as configuration
+    from evores.reporting.summary import summary
+    from evores.store.rundir import RunData
+    from evores.strategies.ladder import DONE, Progress
+
+    config = configuration.load()
+    progress = Progress(DONE, 0, (8,), (1,), 1, 1, 0.0, (0.4,), (), (), ())
+    winner = {"hparams": {}, "val_accuracy": 0.4, "test_accuracy": 0.0}
+    data = RunData(["a", "b"], {"n_images": 10})  # what an earlier evores kept
+    made = summary(config, progress, winner, [], data, 1.0)
+    assert made["baseline"] is None and made["warnings"] == []
+    data = RunData(["a", "b", "c"], {"class_counts": {"val": [1, 1, 1], "test": [2, 2, 0]}})
+    made = summary(config, progress, winner, [], data, 1.0)
+    assert made["baseline"]["test_accuracy"] == 0.5 and len(made["warnings"]) == 1
