@@ -39,7 +39,8 @@ def sections(heading: str) -> list:
     return found
 
 
-OPTUNA_EXAMPLES = python_blocks("import optuna")
+OPTUNA_EXAMPLES = python_blocks("objective = ")
+EXPORT_EXAMPLES = python_blocks("optuna.load_study(")
 SEARCH_EXAMPLES = python_blocks("evores.load_run(")
 WARM_START_SECTIONS = sections("Warm starts")
 
@@ -65,7 +66,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
 
 
 def test_every_kind_of_example_is_documented_somewhere():
-    assert OPTUNA_EXAMPLES and SEARCH_EXAMPLES and WARM_START_SECTIONS
+    assert OPTUNA_EXAMPLES and SEARCH_EXAMPLES and WARM_START_SECTIONS and EXPORT_EXAMPLES
 
 
 @pytest.mark.parametrize("block", OPTUNA_EXAMPLES)
@@ -81,6 +82,30 @@ def test_the_optuna_example_is_five_lines_and_scores_a_real_trial(block, tmp_pat
              "l2_zero": True}  # fmt: skip
     value = namespace["objective"](optuna.trial.FixedTrial(small, number=0))
     assert 0.0 < value <= 1.0
+
+
+@pytest.mark.parametrize("block", EXPORT_EXAMPLES)
+def test_the_export_example_reads_a_run_back_through_optuna(
+    block, tmp_path, monkeypatch, cache_dir
+):
+    """The run of the Python example (with a fitness function that trains nothing), exported
+    as the command above it does, then read by the example through Optuna's own API."""
+    import evores
+    from evores.reporting.export import export
+
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(cache_dir))
+    monkeypatch.chdir(tmp_path)
+    small = {"schedule": {"resolutions": [8, 16], "evaluations": [6, 4], "elites": 2},
+             "search": {"population": 4, "elitism": 1},
+             "fitness": {"function": "fitness_plugins:accuracy_from_learning_rate"}}  # fmt: skip
+    summary = evores.search(out="runs/from-python", **small)
+    export("runs/from-python", "sqlite:///from-python.db")
+    namespace: dict = {}
+    exec(block, namespace)
+    assert namespace["winner"].value == summary["test_accuracy"]
+    assert {"learning_rate", "conv_layers", "batch_size"} <= set(namespace["genes"])
+    assert set(namespace["importances"]) >= set(namespace["genes"])
+    assert namespace["began"] < namespace["final"].trials[0].datetime_complete
 
 
 @pytest.mark.parametrize("block", SEARCH_EXAMPLES)

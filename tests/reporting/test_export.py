@@ -2,40 +2,55 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY_RUN
 
 from evores import config as configuration
+from evores.core.errors import ConfigError
 from evores.strategies.space import SearchSpace
-from evores.strategies.tpe import OutsideSpace, trial_params
 
 optuna = pytest.importorskip("optuna")
 
 
+# The quick start's shape (three rungs, elites carried up, a fidelity probe at each stage change,
+# the space narrowed), small, and with a fitness function that trains nothing.
+QUICKSTART_SHAPE = [
+    "schedule.resolutions=[8, 16, 32]",
+    "schedule.evaluations=[12, 8, 6]",
+    "search.population=6",
+    "fitness.function=fitness_plugins:sometimes_raises",
+]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cache_dir):
-    """A finished run with failures (sometimes_raises) and one killed in its second stage."""
+    """A finished run of the quick start's shape with failures (sometimes_raises), one of
+    TINY_RUN killed in its second stage, and the time of day around them."""
     from conftest import cli_command
 
     base = tmp_path_factory.mktemp("export")
-    out = {}
-    for name, plugin, env, code in (
-        ("finished", "sometimes_raises", {}, 0),
-        ("stopped", "accuracy_from_seed_dies_once", {"EVORES_TEST_DIE_AT": "8"}, 137),
-    ):
+    out = {"started": time.time()}
+    for name, overrides, env, code in (
+        ("finished", QUICKSTART_SHAPE, {}, 0),
+        ("stopped", [*TINY_RUN, "fitness.function=fitness_plugins:accuracy_from_seed_dies_once"],
+         {"EVORES_TEST_DIE_AT": "8"}, 137),
+    ):  # fmt: skip
         run_dir = base / name
-        overrides = [*TINY_RUN, f"fitness.function=fitness_plugins:{plugin}"]
         command, environment = cli_command(cache_dir, ["--out", str(run_dir)], overrides, env=env)
         result = subprocess.run(
             command, capture_output=True, text=True, env=environment, cwd=ROOT, timeout=600
         )
         assert result.returncode == code, result.stderr
         out[name] = run_dir
+    out["ended"] = time.time()
     return out
 
 
@@ -52,21 +67,29 @@ def search_records(run_dir: Path) -> list[dict]:
     return [r for r in records if r["kind"] == "search" and r["status"] != "interrupted"]
 
 
+STAGES = {"finished": [8, 16, 32], "stopped": [8, 16]}
+
+
+def stage_names(which: str) -> list[str]:
+    return [f"{which}/stage-{s}-{px}px" for s, px in enumerate(STAGES[which])]
+
+
 @pytest.mark.parametrize("which", ["finished", "stopped"])
 def test_a_run_exports_as_one_study_per_stage(runs, tmp_path, which):
     run_dir = runs[which]
     url = f"sqlite:///{tmp_path / 'run.db'}"
     result = export(str(run_dir), "--optuna-storage", url)
     assert result.returncode == 0, result.stderr
-    names = [f"{which}/stage-0-8px", f"{which}/stage-1-16px"]
-    assert result.stdout.split() == names
+    names = stage_names(which)
+    final = [f"{which}/final-{STAGES[which][-1]}px"] if which == "finished" else []
+    assert result.stdout.split() == names + final
     records = search_records(run_dir)
     config = configuration.load(run_dir / "config.toml")
     wide = SearchSpace.from_dict(config["space"])
     for stage, name in enumerate(names):
         study = optuna.load_study(study_name=name, storage=url)
         assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-        assert study.user_attrs["resolution"] == [8, 16][stage]
+        assert study.user_attrs["resolution"] == STAGES[which][stage]
         theirs = [r for r in records if r["key"][0] == stage]
         trials = study.get_trials(deepcopy=False)
         assert len(trials) == len(theirs)
@@ -92,24 +115,91 @@ def test_a_run_exports_as_one_study_per_stage(runs, tmp_path, which):
             t.state for n in names for t in optuna.load_study(study_name=n, storage=url).trials
         ]
         assert optuna.trial.TrialState.FAIL in states  # sometimes_raises failed some
-        # Stage 1's distributions are the space the run narrowed to (its last checkpoint's).
-        checkpoint = json.loads((run_dir / "checkpoint.json").read_text())["state"]["search"]
-        narrowed = SearchSpace.from_dict(checkpoint["space"])
-        assert narrowed != wide
-        # A fidelity probe member outside the narrowed space (drawn in stage 0's) keeps
-        # stage 0's distributions.
-        outside = 0
-        for trial in optuna.load_study(study_name=names[1], storage=url).trials:
-            hparams = wide.suggest(optuna.trial.FixedTrial(trial.params))
-            try:
-                expected = trial_params(narrowed, hparams)[1]
-            except OutsideSpace:
-                assert "probe_of" in trial.user_attrs
-                expected, outside = trial_params(wide, hparams)[1], outside + 1
-            assert trial.distributions == expected
-        assert outside > 0  # the fallback had teeth
     else:
         assert 0 < len(optuna.load_study(study_name=names[1], storage=url).trials) < 4
+
+
+def test_optuna_reads_the_quick_start_run_whole(runs, tmp_path):
+    """The quick start's run failed to export (a probe member of stage 2 drawn two stages
+    below), a stage mixed two distributions per parameter so Optuna's intersection search
+    space lost genes, every trial started and ended at the export, and the objective had no
+    name (issue 24). Read back through Optuna's own API."""
+    from evores.reporting.export import export as export_run
+
+    run_dir, url = runs["finished"], f"sqlite:///{tmp_path / 'run.db'}"
+    export_run(run_dir, url)
+    records = search_records(run_dir)
+    narrowed = SearchSpace.from_dict(
+        json.loads((run_dir / "checkpoint.json").read_text())["state"]["search"]["space"]
+    )
+    strays = [r for r in records if r["key"][0] == 2 and not _inside(narrowed, r["hparams"])]
+    # What failed the export before: probe members outside the space stage 2 narrowed to (and
+    # outside stage 1's: drawn from stage 0's members that stage 1's probe re-evaluated).
+    assert strays and all("probe_of" in r for r in strays)
+    every_gene = {"learning_rate", "conv_layers", "conv_filters_0", "conv_kernels_0",
+                  "fc_layers", "fc_units_0", "batch_size", "l1_zero", "l2_zero"}  # fmt: skip
+    for stage, name in enumerate(stage_names("finished")):
+        study = optuna.load_study(study_name=name, storage=url)
+        assert study.metric_names == ["val_accuracy"]
+        trials = study.get_trials(deepcopy=False)
+        for param in set().union(*(t.params for t in trials)):
+            assert len({repr(t.distributions[param]) for t in trials if param in t.params}) == 1
+        # Only a parameter some trials lack (a deeper layer, a penalty of exactly 0) is left
+        # out of the intersection: none for holding two distributions.
+        space = optuna.search_space.IntersectionSearchSpace().calculate(study)
+        assert set(space) == set.intersection(*(set(t.params) for t in trials)) >= every_gene
+        evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=8, seed=0)
+        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        assert set(importances) >= every_gene
+        # The timeline: each trial ran when and as long as its evaluation did.
+        theirs = [r for r in records if r["key"][0] == stage]
+        for trial, record in zip(trials, theirs, strict=True):
+            assert trial.user_attrs["time_from"] == "log"
+            ran = (trial.datetime_complete - trial.datetime_start).total_seconds()
+            assert ran == pytest.approx(record["wall_seconds"], abs=2e-3)
+            assert trial.datetime_complete == datetime.datetime.fromtimestamp(record["logged_at"])
+            assert runs["started"] <= trial.datetime_start.timestamp() <= runs["ended"]
+    # The final retraining: its own study, scored by test accuracy, the winner marked.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = optuna.load_study(study_name="finished/final-32px", storage=url)
+    assert final.metric_names == ["test_accuracy"]
+    assert [t.value for t in final.trials] == [
+        c["test_accuracy"] for c in summary["final_candidates"]
+    ]
+    (winner,) = [t for t in final.trials if t.user_attrs["winner"]]
+    assert winner.value == summary["test_accuracy"]
+    assert winner.user_attrs["val_accuracy"] == summary["val_accuracy"]
+    wide = SearchSpace.from_dict(configuration.load(run_dir / "config.toml")["space"])
+    assert wide.suggest(optuna.trial.FixedTrial(winner.params)) == summary["best_hparams"]
+
+
+def _inside(space: SearchSpace, hparams: dict) -> bool:
+    try:
+        space.validate(hparams)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_a_log_of_an_earlier_evores_is_placed_on_the_run_clock(runs, tmp_path):
+    """Records without logged_at (written before it) get times from the run's clock, ending
+    when the log last changed: a timeline still, and said so."""
+    copy = tmp_path / "earlier"
+    shutil.copytree(runs["finished"], copy)
+    log = copy / "evaluations.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "logged_at"}) + "\n"
+                           for r in lines))  # fmt: skip
+    from evores.reporting.export import export as export_run
+
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    export_run(copy, url)
+    trials = optuna.load_study(study_name="earlier/stage-0-8px", storage=url).trials
+    assert {t.user_attrs["time_from"] for t in trials} == {"run clock"}
+    ends = [t.datetime_complete.timestamp() for t in trials]
+    elapsed = [r["elapsed"] for r in lines if r["key"][0] == 0]
+    last = log.stat().st_mtime - max(r["elapsed"] for r in lines)
+    assert ends == pytest.approx([last + e for e in elapsed], abs=1e-3)
 
 
 def test_exporting_twice_into_one_storage_is_refused_then_a_prefix_helps(runs, tmp_path):
@@ -117,6 +207,7 @@ def test_exporting_twice_into_one_storage_is_refused_then_a_prefix_helps(runs, t
     assert export(str(runs["finished"]), "--optuna-storage", url).returncode == 0
     again = export(str(runs["finished"]), "--optuna-storage", url)
     assert again.returncode == 2 and "already exists" in again.stderr
+    assert "--study-prefix" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
     other = export(str(runs["finished"]), "--optuna-storage", url, "--study-prefix", "second")
     assert other.returncode == 0 and other.stdout.split()[0] == "second/stage-0-8px"
@@ -149,12 +240,13 @@ def test_an_export_is_all_or_nothing(runs, tmp_path, monkeypatch):
     from evores.reporting.export import export as export_run
 
     url = f"sqlite:///{tmp_path / 'run.db'}"
-    second = export_run(runs["finished"], url, prefix="first")[1]
+    first = export_run(runs["finished"], url, prefix="first")
+    second = first[1]
     optuna.create_study(study_name=second.replace("first", "clash"), storage=url)
     with pytest.raises(ExportError, match="already exists.*nothing was written"):
         export_run(runs["finished"], url, prefix="clash")  # only its second stage clashes
     names = {s.study_name for s in optuna.get_all_study_summaries(storage=url)}
-    assert len(names) == 3  # the two exported, the clashing one; nothing of the refused export
+    assert len(names) == len(first) + 1  # those exported, the clashing one; nothing refused
     monkeypatch.setattr(
         optuna.study.Study, "add_trials", lambda *a, **k: (_ for _ in ()).throw(OSError("disk"))
     )
