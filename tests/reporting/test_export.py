@@ -144,10 +144,11 @@ def test_optuna_reads_the_quick_start_run_whole(runs, tmp_path):
         trials = study.get_trials(deepcopy=False)
         for param in set().union(*(t.params for t in trials)):
             assert len({repr(t.distributions[param]) for t in trials if param in t.params}) == 1
-        # Only a parameter some trials lack (a deeper layer, a penalty of exactly 0) is left
-        # out of the intersection: none for holding two distributions.
+        # Only a parameter some completed trials lack (a deeper layer, a penalty of exactly 0)
+        # is left out of the intersection: none for holding two distributions.
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         space = optuna.search_space.IntersectionSearchSpace().calculate(study)
-        assert set(space) == set.intersection(*(set(t.params) for t in trials)) >= every_gene
+        assert set(space) == set.intersection(*(set(t.params) for t in done)) >= every_gene
         evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=8, seed=0)
         importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
         assert set(importances) >= every_gene
@@ -259,3 +260,23 @@ def test_an_export_is_all_or_nothing(runs, tmp_path, monkeypatch):
 def test_an_in_memory_storage_is_refused(runs, url):
     result = export(str(runs["finished"]), "--optuna-storage", url)
     assert result.returncode == 2 and "in-memory database" in result.stderr
+
+
+def test_each_gene_takes_the_narrowest_range_that_holds_every_value_of_the_stage():
+    from evores.core.errors import CheckpointError
+    from evores.reporting.export import study_space
+
+    genome = {"learning_rate": 0.01, "conv_filters": [16], "conv_kernels": [3], "fc_units": [64],
+              "batch_size": 32, "l1": 0.0, "l2": 1e-4}  # fmt: skip
+    wide = SearchSpace()
+    narrow = wide.narrow([genome], 0.1)
+    stray = {**genome, "learning_rate": 0.5}  # a probe member from the wider stage below
+    assert not narrow.learning_rate.contains(0.5)
+    records = [{"key": [1, 0, i], "hparams": h} for i, h in enumerate([genome, stray])]
+    space = study_space([narrow, wide], records)
+    assert space.learning_rate == wide.learning_rate
+    assert space.conv_filters == narrow.conv_filters != wide.conv_filters
+    assert study_space([narrow, wide], records[:1]) == narrow
+    edited = [{"key": [1, 0, 2], "hparams": {**genome, "learning_rate": 5.0}}]
+    with pytest.raises(CheckpointError, match=r"\[1, 0, 2\].*learning_rate.*edited after"):
+        study_space([narrow, wide], edited)
