@@ -2,8 +2,9 @@
 
 One study per stage of the ladder (named ``<prefix>/stage-<s>-<resolution>px``), maximising
 the validation accuracy (its metric name ``val_accuracy``): each search evaluation of the run's
-log is a trial, a failed evaluation a FAIL trial; an evaluation a stop interrupted is not an
-evaluation and is left out. The final retraining is a study of its own
+log is a trial, a failed evaluation a FAIL trial, one a per-epoch hook stopped a PRUNED trial
+(its best score so far its one intermediate value); an evaluation a stop interrupted is not
+an evaluation and is left out. The final retraining is a study of its own
 (``<prefix>/final-<resolution>px``, metric ``test_accuracy``): one trial per final candidate,
 its validation accuracy and whether it won (chosen by validation accuracy, never by test score)
 as user attributes. So optuna-dashboard and ``optuna.visualization`` open an evores run,
@@ -33,7 +34,7 @@ from typing import Any
 from evores import config as configuration
 from evores.core.errors import CheckpointError, ExportError
 from evores.core.paths import usable_path
-from evores.core.results import INTERRUPTED, KIND_FINAL, KIND_SEARCH, OK, one_line
+from evores.core.results import INTERRUPTED, KIND_FINAL, KIND_SEARCH, OK, PRUNED, one_line
 from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.store.names import EVALUATIONS, SUMMARY
 from evores.strategies.space import SearchSpace
@@ -250,6 +251,8 @@ def _trial(
 ) -> Any:
     """A record as a trial of its study, its ``metric`` field the value, with the times it
     ran."""
+    from optuna.trial import TrialState
+
     attrs = {name: record[name] for name in TRIAL_ATTRS if record.get(name) is not None}
     started, completed, source = clock.span(record)
     scored = {**record, "fitness": record.get(metric)}
@@ -261,4 +264,8 @@ def _trial(
             f"({error}); was {CONFIG} edited after the run?"
         ) from None
     trial.datetime_start, trial.datetime_complete = started, completed
+    if record["status"] == PRUNED:  # stopped by a per-epoch hook: Optuna's own state for it
+        trial.state = TrialState.PRUNED
+        if record.get(metric) is not None:  # the best score before it was stopped
+            trial.intermediate_values = {int(record.get("epochs") or 0): float(record[metric])}
     return trial

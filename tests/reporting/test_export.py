@@ -280,3 +280,19 @@ def test_each_gene_takes_the_narrowest_range_that_holds_every_value_of_the_stage
     edited = [{"key": [1, 0, 2], "hparams": {**genome, "learning_rate": 5.0}}]
     with pytest.raises(CheckpointError, match=r"\[1, 0, 2\].*learning_rate.*edited after"):
         study_space([narrow, wide], edited)
+
+
+def test_an_evaluation_a_per_epoch_hook_stopped_is_a_pruned_trial(tmp_path):
+    from evores.reporting.export import SEARCH_METRIC, _Clock, _trial
+
+    genome = {"learning_rate": 0.01, "conv_filters": [16], "conv_kernels": [3], "fc_units": [64],
+              "batch_size": 32, "l1": 0.0, "l2": 1e-4}  # fmt: skip
+    record = {"key": [0, 0, 1], "hparams": genome, "status": "pruned", "val_accuracy": 0.31,
+              "epochs": 3, "wall_seconds": 2.0, "logged_at": 1.7e9}  # fmt: skip
+    trial = _trial(SearchSpace(), record, SEARCH_METRIC, _Clock(tmp_path, [record]))
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.value is None
+    assert trial.intermediate_values == {3: 0.31}
+    assert trial.datetime_complete == datetime.datetime.fromtimestamp(1.7e9)
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(trial)  # Optuna takes it as it is
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
