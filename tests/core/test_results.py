@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,8 +137,11 @@ def test_records_are_byte_identical_to_the_logs_earlier_versions_wrote():
             # A change since: a final retraining has no stage and no validation score.
             logged.update(stage=None, val_accuracy=None)
             line = log_line(logged)
-        # The one field added since: the precision, fp32 for every record written before it.
-        rewritten = log_line(make_record(task, result, logged["elapsed"]))
+        # The fields added since: the precision, fp32 for every record written before it, and
+        # the time of day it was logged.
+        record = make_record(task, result, logged["elapsed"])
+        assert isinstance(record.pop("logged_at"), float)
+        rewritten = log_line(record)
         rank = f',"rank":{logged["rank"]}}}'
         assert rewritten == line.removesuffix(rank) + ',"precision":"fp32"' + rank
 
@@ -145,7 +149,9 @@ def test_records_are_byte_identical_to_the_logs_earlier_versions_wrote():
 def test_an_interrupted_record_is_the_one_the_driver_wrote():
     # What Driver._record wrote for an evaluation a stop abandoned, before results.py existed.
     task = make_task([1, 2, 3], KIND_SEARCH, {"learning_rate": 0.1}, 16, 7, elite_of=[0, 0.5])
+    before = time.time()
     record = make_record(task, {"status": INTERRUPTED, "reason": "stopped: SIGTERM"}, 12.34567)
+    assert before - 0.001 <= record.pop("logged_at") <= time.time() + 0.001  # added since
     assert log_line(record) == (
         '{"key":[1,2,3],"kind":"search","stage":1,"generation":2,"index":3,'
         '"hparams":{"learning_rate":0.1},"resolution":16,"seed":7,"elapsed":12.346,'
