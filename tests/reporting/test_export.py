@@ -67,6 +67,14 @@ def search_records(run_dir: Path) -> list[dict]:
     return [r for r in records if r["kind"] == "search" and r["status"] != "interrupted"]
 
 
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory):
+    """The finished run exported once by the command line (the tests only read it): the URL
+    and the command's result."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('exported') / 'run.db'}"
+    return url, export(str(runs["finished"]), "--optuna-storage", url)
+
+
 STAGES = {"finished": [8, 16, 32], "stopped": [8, 16]}
 
 
@@ -75,10 +83,13 @@ def stage_names(which: str) -> list[str]:
 
 
 @pytest.mark.parametrize("which", ["finished", "stopped"])
-def test_a_run_exports_as_one_study_per_stage(runs, tmp_path, which):
+def test_a_run_exports_as_one_study_per_stage(runs, exported, tmp_path, which):
     run_dir = runs[which]
-    url = f"sqlite:///{tmp_path / 'run.db'}"
-    result = export(str(run_dir), "--optuna-storage", url)
+    if which == "finished":
+        url, result = exported
+    else:
+        url = f"sqlite:///{tmp_path / 'run.db'}"
+        result = export(str(run_dir), "--optuna-storage", url)
     assert result.returncode == 0, result.stderr
     names = stage_names(which)
     final = [f"{which}/final-{STAGES[which][-1]}px"] if which == "finished" else []
@@ -119,15 +130,12 @@ def test_a_run_exports_as_one_study_per_stage(runs, tmp_path, which):
         assert 0 < len(optuna.load_study(study_name=names[1], storage=url).trials) < 4
 
 
-def test_optuna_reads_the_quick_start_run_whole(runs, tmp_path):
+def test_optuna_reads_the_quick_start_run_whole(runs, exported):
     """The quick start's run failed to export (a probe member of stage 2 drawn two stages
     below), a stage mixed two distributions per parameter so Optuna's intersection search
     space lost genes, every trial started and ended at the export, and the objective had no
     name (issue 24). Read back through Optuna's own API."""
-    from evores.reporting.export import export as export_run
-
-    run_dir, url = runs["finished"], f"sqlite:///{tmp_path / 'run.db'}"
-    export_run(run_dir, url)
+    run_dir, url = runs["finished"], exported[0]
     records = search_records(run_dir)
     narrowed = SearchSpace.from_dict(
         json.loads((run_dir / "checkpoint.json").read_text())["state"]["search"]["space"]
@@ -203,9 +211,8 @@ def test_a_log_of_an_earlier_evores_is_placed_on_the_run_clock(runs, tmp_path):
     assert ends == pytest.approx([last + e for e in elapsed], abs=1e-3)
 
 
-def test_exporting_twice_into_one_storage_is_refused_then_a_prefix_helps(runs, tmp_path):
-    url = f"sqlite:///{tmp_path / 'run.db'}"
-    assert export(str(runs["finished"]), "--optuna-storage", url).returncode == 0
+def test_exporting_twice_into_one_storage_is_refused_then_a_prefix_helps(runs, exported):
+    url = exported[0]  # the run is in it already (other tests read only its own names)
     again = export(str(runs["finished"]), "--optuna-storage", url)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert "--study-prefix" in again.stderr
