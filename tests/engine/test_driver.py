@@ -29,7 +29,7 @@ MODES = ["sync", "async"]
 N_EVALUATIONS = 12 + 8  # schedule.evaluations below
 N_FINAL = 2  # schedule.elites below
 SUMMARY_KEYS = {
-    "adaptive",
+    "adaptive", "baseline", "warnings",
     "best_hparams", "test_accuracy", "test_resolution", "val_accuracy", "wall_seconds",
     "n_evaluations", "stages", "transitions", "final_candidates", "failures", "seed",
     "strategy", "data", "plots", "evores_version", "outcome", "provisional",
