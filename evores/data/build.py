@@ -217,7 +217,6 @@ def _write_images(f, decoder, items, order, resolutions, scan, progress, channel
     buffers = {r: np.empty((min(n, _BLOCK_ROWS), *shapes[r]), np.uint8) for r in shapes}
     written: list[int] = []
     filled = 0
-    step = max(1, n // 10)
     outcomes = decoder.outcomes([items[i] for i in order])
     for k, (i, (item, outcome)) in enumerate(zip(order, outcomes, strict=True), 1):
         if outcome[0] == "skip":
@@ -232,8 +231,8 @@ def _write_images(f, decoder, items, order, resolutions, scan, progress, channel
             if filled == len(buffers[resolutions[0]]):
                 _flush(datasets, buffers, len(written) - filled, filled)
                 filled = 0
-        if progress is not None and (k % step == 0 or k == n):
-            progress(f"caching {decoder.source.name}: {k}/{n} images ({100 * k // n}%)")
+        if progress is not None:
+            progress(k, n, decoder.source.name)
     _flush(datasets, buffers, len(written) - filled, filled)
     return written
 

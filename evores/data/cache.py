@@ -197,7 +197,7 @@ def open_cache(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     download: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
     max_decode_pixels: int = MAX_DECODE_PIXELS,
     channels: str | int = "auto",
     build_workers: int = 0,
@@ -212,6 +212,7 @@ def open_cache(
     ``channels``: "auto" (one where every image is gray, else three), 1 or 3.
     ``build_workers`` processes decode the images (0: every CPU available to this process);
     the file is the same whatever their number.
+    ``progress(done, total, name)`` follows a build image by image (:func:`log_progress`, say).
     """
     wanted = _check_options(resolutions, filter, crop, val_fraction, test_fraction)
     if type(channels) not in (str, int) or channels not in CHANNELS:  # True == 1: refused
@@ -241,6 +242,13 @@ def open_cache(
     _check_workers(build_workers)
     build_cache(src, source, path, wanted, params, fingerprint, progress, build_workers)
     return read_cache(path)
+
+
+def log_progress(done: int, total: int, name: str) -> None:
+    """A build's progress as a log line at every tenth of its images."""
+    step = max(1, total // 10)
+    if done % step == 0 or done == total:
+        logger.info("caching %s: %d/%d images (%d%%)", name, done, total, 100 * done // total)
 
 
 def _check_options(resolutions, filter, crop, val_fraction, test_fraction) -> tuple[int, ...]:

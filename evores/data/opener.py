@@ -3,26 +3,26 @@ will read: its stages' and, with a learned resizer, the resizer's sources."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from typing import Any
 
 from evores.core.errors import DataError
-from evores.data.cache import open_cache
+from evores.data.cache import log_progress, open_cache
 from evores.data.resizing import resizer_spec
 
-log = logging.getLogger("evores")
+Progress = Callable[[int, int, str], None]  # (images done, of total, the source's name)
 
 
-def open_dataset(config: dict[str, Any]):
+def open_dataset(config: dict[str, Any], progress: Progress = log_progress):
     """Open (building or reusing) the resolution cache the config asks for, with the learned
-    resizer's source resolutions when it has one."""
+    resizer's source resolutions when it has one; ``progress`` follows a build."""
     data = config["data"]
     resolutions = list(config["schedule"]["resolutions"])
     spec = resizer_spec(data)
     if spec is not None:  # the learned resizer's sources, in the same build
         resolutions = sorted(set(resolutions) | {spec.source_for(r) for r in resolutions})
     try:
-        return _open_cache(config, resolutions)
+        return _open_cache(config, resolutions, progress)
     except DataError as error:
         if spec is None or "upscaled" not in str(error):
             raise
@@ -34,7 +34,7 @@ def open_dataset(config: dict[str, Any]):
         ) from None
 
 
-def _open_cache(config: dict[str, Any], resolutions: list[int]):
+def _open_cache(config: dict[str, Any], resolutions: list[int], progress: Progress):
     data = config["data"]
     cache = open_cache(
         data["path"],
@@ -49,6 +49,6 @@ def _open_cache(config: dict[str, Any], resolutions: list[int]):
         max_decode_pixels=data["max_decode_pixels"],
         channels=data["channels"],
         build_workers=data["build_workers"],
-        progress=log.info,
+        progress=progress,
     )
     return cache.with_memory_budget(data["memory_budget"])

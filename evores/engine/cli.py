@@ -22,6 +22,7 @@ from evores.core.exits import EXIT_CHECKPOINTED, EXIT_OK, EXIT_REPORT_DIFFERS, E
 from evores.core.results import one_line
 from evores.engine.session import Request, _drive_for_summary, run_request
 from evores.execution.stopping import RunStopped
+from evores.reporting import console
 from evores.reporting.outcome import conclude
 from evores.store.rundir import out_path
 
@@ -88,13 +89,11 @@ def _drive_to_exit_code(setup: dict[str, Any], comm, stop) -> int:
 
 
 def _configure_logging(quiet: bool) -> None:
-    """Lines to stderr through one handler, replaced (not added again) when called twice."""
+    """Lines to stderr through one handler, replaced (not added again) when called twice; a
+    progress bar below them when stderr is a terminal."""
     for handler in [h for h in log.handlers if h.get_name() == _HANDLER_NAME]:
         log.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
+    log.addHandler(console.console_handler(_HANDLER_NAME, sys.stderr))
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
 
