@@ -5,6 +5,7 @@ The public API, importable from here (loaded on first use, so ``import evores`` 
 - ``search`` — a whole search from Python, as ``python -m evores.run`` runs it
 - ``load_run`` — a run directory as pandas DataFrames
 - ``load_model`` — the winner's trained network and a ``predict`` function
+- ``Callback`` — a base class for ``search(callbacks=[...])``
 
 - ``evaluate``, ``train_and_test``, ``PreparedData`` — the fitness function
 - ``FitnessResult`` — what an evaluation answers
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_run": "evores.reporting.analysis",
     "load_model": "evores.reporting.winner",
+    "Callback": "evores.reporting.callbacks",
     "evaluate": "evores.training.fitness",
     "train_and_test": "evores.training.fitness",
     "FitnessResult": "evores.core.results",

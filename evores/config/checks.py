@@ -254,6 +254,11 @@ def _check_report(section: dict[str, Any]) -> None:
             "report.tensorboard = true needs the tensorboard package; "
             "pip install 'evores[tensorboard]' or set report.tensorboard = false"
         )
+    if section["mlflow"] and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            f"report.mlflow = {section['mlflow']!r} needs the mlflow package; "
+            "pip install 'evores[mlflow]' or set report.mlflow = \"\""
+        )
 
 
 def _check_fitness(fitness: dict[str, Any]) -> None:

@@ -97,7 +97,7 @@ DEFAULTS: dict[str, Any] = {
     # get this long to finish before they are abandoned and re-run on --resume.
     "stop": {"grace_seconds": 60.0},
     # What a run shows while it goes, besides its log lines, plots and provisional summary.
-    "report": {"tensorboard": False},
+    "report": {"tensorboard": False, "mlflow": ""},
 }
 
 

@@ -4,8 +4,11 @@ A generation's tasks are looked up in the evaluation log first: a task whose rec
 (same key, genome, resolution and seed) was finished before a crash or a requeue and is not
 evaluated again. Because every task is a pure function of its seed, the reused result is the
 one a fresh evaluation would give, and a resumed run ends exactly like an uninterrupted one.
-The progress lines come from ``evores.reporting.progress``, the summary and the plots from
-``evores.reporting.summary``; the driver reads the search only through its progress view.
+The progress lines come from ``evores.reporting.progress`` (a line per evaluation, and a bar
+on a terminal from ``evores.reporting.console``), the summary and the plots from
+``evores.reporting.summary``; the user's callbacks and MLflow hear of every evaluation and
+stage through ``evores.reporting.callbacks``. The driver reads the search only through its
+progress view.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import time
 from typing import Any
 
 from evores.core.atomic import write_json
-from evores.core.results import FAILURE_MACHINE, INTERRUPTED, LogRecord, Task, make_record
+from evores.core.results import FAILED, FAILURE_MACHINE, INTERRUPTED, LogRecord, Task, make_record
 from evores.execution.evaluators import Evaluator
 from evores.execution.stopping import RunStopped, StopRequest
-from evores.reporting import importance, plots, progress, tensorboard
+from evores.reporting import console, importance, plots, progress, tensorboard, tracking
 from evores.reporting import summary as report
+from evores.reporting.callbacks import Callbacks
 from evores.reporting.winner import keep_winner
 from evores.store import resume, rundir
 from evores.store.checkpoint import RunDirectory
@@ -52,7 +56,7 @@ class Driver:
 
     def __init__(
         self, config: dict[str, Any], run_dir: RunDirectory, cache: Any, evaluator: Evaluator,
-        stop: StopRequest | None = None,
+        stop: StopRequest | None = None, callbacks: list | None = None,
     ):  # fmt: skip
         self.config = config
         self.run_dir = run_dir
@@ -66,6 +70,8 @@ class Driver:
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
         self.config_record = resume.fingerprinted(config)  # stored in every checkpoint
+        self.user_callbacks = list(callbacks or [])
+        self.bar: console.RunBar | None = None
 
     def elapsed(self) -> float:
         """Seconds of run time, summed over every process that worked on this run."""
@@ -82,14 +88,31 @@ class Driver:
         finished = report.completed(records)
         self.costs = progress.RunCosts(self.config["schedule"]["elites"], finished)
         self.scalars = tensorboard.open_scalars(self.config, self.run_dir.path, finished)
+        self.callbacks = Callbacks(
+            [*self.user_callbacks, *tracking.open_tracking(self.config, self.run_dir.path)]
+        )
+        self.search = search
+        self.stages_heard = len(search.progress().stages)
         if checkpoint:
             self.elapsed_before = checkpoint["elapsed"]
             log.info("%s", progress.resume_line(search.progress(), len(logged)))
-        if asynchronous:
-            self._run_steady(search, logged)
-        else:
-            self._run_generations(search, logged)
+        self._open_bar(search, finished)
+        try:
+            if asynchronous:
+                self._run_steady(search, logged)
+            else:
+                self._run_generations(search, logged)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
         return self._report(search)
+
+    def _open_bar(self, search: Search, finished: list[dict[str, Any]]) -> None:
+        """The run's progress bar, where stderr is a terminal that shows the progress lines."""
+        stream = console.bar_stream()
+        if stream is not None:
+            done = sum(record["kind"] == "search" for record in finished)
+            self.bar = console.RunBar(stream, search.progress(), self.costs, done)
 
     def _report(
         self, search: Search, provisional: bool = False, with_importance: bool = True
@@ -145,8 +168,13 @@ class Driver:
         self.run_dir.append_record(record)
         logged[tuple(task["key"])] = record
         self.costs.add(record)
+        log.log(logging.WARNING if record["status"] == FAILED else logging.INFO,
+                "%s", progress.evaluation_line(record))  # fmt: skip
+        if self.bar is not None:
+            self.bar.add(record, self.search.progress(), self.elapsed())
         if self.scalars:
             self.scalars.add(record)
+        self.callbacks.evaluation(record)
 
     # -- synchronous mode --------------------------------------------------------------------
 
@@ -165,8 +193,8 @@ class Driver:
             search.tell(tasks, results, self.elapsed())
             self._log_transition(search, len(view.transitions))
             self._checkpoint(search)
-            if (search.stage, search.phase) != (view.stage, view.phase) and not search.done:
-                self._report_so_far(search)
+            if (search.stage, search.phase) != (view.stage, view.phase):
+                self._stage_closed(search)
 
     def _evaluate(self, tasks: list[Task], logged: Logged) -> list[dict | None]:
         results: list[dict | None] = [logged.get(tuple(t["key"])) for t in tasks]
@@ -213,8 +241,8 @@ class Driver:
             # that: it breeds the same ones again and finds their results in the log.
             if changed or time.monotonic() - self.last_checkpoint >= CHECKPOINT_SECONDS:
                 self._checkpoint(search)
-            if changed and not search.done:
-                self._report_so_far(search)
+            if changed:
+                self._stage_closed(search)
             if phase == SEARCH and (changed or told["count"] % self.population == 0):
                 self._log_steady_progress(search, stage_closed=changed)
             if phase == FINAL and search.done:
@@ -226,6 +254,16 @@ class Driver:
         if self.stop:
             self._stopped(search, [*abandoned, *self.faulted])
         self._checkpoint(search)
+
+    def _stage_closed(self, search: Search) -> None:
+        """The callbacks hear of the stages closed since they last heard; the provisional
+        report, unless the run is over."""
+        stages = search.progress().stages
+        for index in range(self.stages_heard, len(stages)):
+            self.callbacks.stage({"stage": index, **stages[index]})
+        self.stages_heard = len(stages)
+        if not search.done:
+            self._report_so_far(search)
 
     def _log_transition(self, search: Search, before: int) -> None:
         """The fidelity line of a stage change whose re-evaluations just came in."""

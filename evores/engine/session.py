@@ -9,7 +9,10 @@ and exit code 2); a run stopped by a signal raises :class:`evores.execution.stop
 once
 its checkpoint is written, and ``resume=True`` continues it. The stop-signal handlers are
 installed for the run and the previous ones restored when it returns. Logging goes to the
-``evores`` logger, which only the CLI configures.
+``evores`` logger, which only the CLI configures; ``verbose=True`` (the default) shows its
+lines on stderr for the call when the caller configured no logging, with a progress bar when
+stderr is a terminal. ``callbacks`` hear of every evaluation and stage on rank 0
+(:mod:`evores.reporting.callbacks`).
 
 Overrides are Python values in the TOML's shape: a top-level key as itself (``seed=3``), a
 section as a dict of its keys (``train={"max_epochs": 2}``, ``schedule={"resolutions": [8,
@@ -37,6 +40,8 @@ from evores.core.errors import CheckpointError, EvoresError
 from evores.core.exits import EXIT_CHECKPOINTED, EXIT_USAGE
 from evores.data.opener import open_dataset
 from evores.execution.stopping import STOP_SIGNALS, RunStopped, StopRequest, ignore_stop_signals
+from evores.reporting import console
+from evores.reporting.callbacks import check_callbacks
 from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.store.resume import check_config_early
 from evores.store.rundir import run_directory
@@ -58,6 +63,7 @@ class Request:
     values: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
     resume: bool = False
+    callbacks: tuple[Any, ...] = ()
 
 
 def search(
@@ -65,20 +71,26 @@ def search(
     *,
     out: str | Path,
     resume: bool = False,
+    verbose: bool = True,
+    callbacks: list[Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any] | None:
     """Run (or with ``resume`` continue) a search into the run directory ``out``; its summary.
 
-    A run that ends without a winner still returns its summary, whose ``outcome`` says why."""
+    ``verbose``: show the run's progress on stderr unless logging is configured;
+    ``callbacks``: objects with ``on_evaluation(record)`` and/or ``on_stage(stage)``. A run
+    that ends without a winner still returns its summary, whose ``outcome`` says why."""
     if not str(out).strip():
         raise CheckpointError("out is empty; give the run directory's path")
+    hooks = tuple(check_callbacks(callbacks))
     path, values = None, dict(overrides)
     if isinstance(config, Mapping):
         values = _combined(config, overrides)
     elif config is not None:
         path = Path(config)
-    request = Request(config=path, values=values, out=Path(out), resume=resume)
-    return run_request(request, drive=_drive_for_summary)
+    request = Request(config=path, values=values, out=Path(out), resume=resume, callbacks=hooks)
+    with console.verbose_logging(verbose):
+        return run_request(request, drive=_drive_for_summary)
 
 
 def _combined(config: Mapping[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +194,7 @@ def _prepare(args: Request) -> dict[str, Any]:
     except BaseException:
         run_dir.release()
         raise
-    return {"config": config, "run_dir": run_dir, "cache": cache}
+    return {"config": config, "run_dir": run_dir, "cache": cache, "callbacks": args.callbacks}
 
 
 def _write_config(run_dir: RunDirectory, config: dict[str, Any]) -> None:
@@ -204,7 +216,7 @@ def _check_environment(config: dict[str, Any]):
     from evores.training.fitness import resolve_device
 
     resolve_device(config["train"]["device"])  # a GPU asked for but absent: likewise
-    cache = open_dataset(config)
+    cache = open_dataset(config, progress=console.cache_progress(console.bar_stream()))
     from evores.execution.worker import load_function
 
     if config["fitness"]["function"]:
@@ -305,7 +317,9 @@ def _drive_for_summary(setup: dict[str, Any], comm, stop: StopRequest) -> dict[s
         work = make_work(config, setup["cache"], setup["run_dir"].path)
     evaluator = make_evaluator(work, comm)
     try:
-        summary = Driver(config, setup["run_dir"], setup["cache"], evaluator, stop).run()
+        summary = Driver(
+            config, setup["run_dir"], setup["cache"], evaluator, stop, setup.get("callbacks")
+        ).run()
     except RunStopped:
         if evaluator.busy:
             # Workers still training what was abandoned would only finish after the job's

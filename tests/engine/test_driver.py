@@ -330,3 +330,111 @@ def test_a_fault_of_the_machine_stops_the_run_and_a_resume_runs_the_evaluation_a
     # The interrupted record stays in the log, followed later by the evaluation's result.
     assert [r for r in resumed["records"] if r["status"] != INTERRUPTED] == expected["records"]
     assert (resumed["search"], resumed["summary"]) == (expected["search"], expected["summary"])
+
+
+# -- what the driver tells the world: lines, callbacks, MLflow; none of it changes the search --
+
+
+class Recorder:
+    """A callback that keeps what it hears."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.stages: list[dict] = []
+
+    def on_evaluation(self, record: dict) -> None:
+        self.records.append(record)
+
+    def on_stage(self, stage: dict) -> None:
+        self.stages.append(stage)
+
+
+class Meddler:
+    """A callback that changes what it is given, then raises: neither may reach the search."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_evaluation(self, record: dict) -> None:
+        self.calls += 1
+        record["val_accuracy"], record["hparams"] = 1.0, {}
+        raise RuntimeError("tracker offline")
+
+
+def drive_with(config: dict, path, callbacks, work=toy_work, stop=None) -> dict:
+    run_dir = RunDirectory(path)
+    if not run_dir.has_run():
+        run_dir.create(configuration.to_toml(config))
+    evaluator = SerialEvaluator(work)
+    return Driver(config, run_dir, StandInCache(), evaluator, stop, callbacks).run()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lines_callbacks_and_mlflow_hear_every_evaluation_and_change_nothing(
+    uninterrupted, tmp_path, mode, caplog, monkeypatch
+):
+    mlflow = pytest.importorskip("mlflow", reason="report.mlflow needs the mlflow extra")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it
+    uri = (tmp_path / "mlruns").as_uri()
+    recorder, meddler = Recorder(), Meddler()
+    config = make_config(mode, report__mlflow=f'"{uri}"')
+    with caplog.at_level(logging.INFO, logger="evores"):
+        summary = drive_with(config, tmp_path / "run", [meddler, recorder])
+    expected = uninterrupted[mode]["outcome"]
+    assert outcome(tmp_path / "run") == expected
+    records = RunDirectory(tmp_path / "run").read_records()
+    assert recorder.records == records and len(records) == N_EVALUATIONS + N_FINAL
+    assert recorder.stages == [{"stage": i, **s} for i, s in enumerate(summary["stages"])]
+    messages = [r.getMessage() for r in caplog.records]
+    # The failing callback: one line, then never called again.
+    assert meddler.calls == 1
+    assert [m for m in messages if m.startswith("callback ")] == [
+        "callback Meddler.on_evaluation raised RuntimeError: tracker offline; it is not called "
+        "again, the search goes on"
+    ]
+    assert_one_line_per_evaluation(caplog.records, records)
+    assert_in_mlflow(mlflow.tracking.MlflowClient(tracking_uri=uri), records)
+
+
+def assert_one_line_per_evaluation(log_records: list, records: list[dict]) -> None:
+    lines = [
+        r for r in log_records if r.getMessage().startswith(("evaluation [", "final retraining ["))
+    ]
+    assert len(lines) == len(records)
+    for line, record in zip(lines, records, strict=True):
+        kind = "evaluation" if record["kind"] == "search" else "final retraining"
+        text = line.getMessage()
+        assert text.startswith(f"{kind} {record['key']} at {record['resolution']} px: ")
+        if record["status"] != OK:
+            assert line.levelno == logging.WARNING and "failed (nan)" in text
+            assert text.endswith(f"genome {json.dumps(record['hparams'], sort_keys=True)}")
+
+
+def assert_in_mlflow(client, records: list[dict]) -> None:
+    """One MLflow run per evaluation, with its genome, status and validation accuracy."""
+    experiment = client.get_experiment_by_name("run")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(runs) == len(records)
+    by_key = {run.data.tags["evores.key"]: run for run in runs}
+    for record in records:
+        run = by_key["-".join(map(str, record["key"]))]
+        assert run.data.tags["evores.status"] == record["status"]
+        genome = {name.removeprefix("hparams."): value for name, value in run.data.params.items()
+                  if name.startswith("hparams.")}  # fmt: skip
+        assert genome == {name: str(value) for name, value in record["hparams"].items()}
+        if record["status"] == OK and record["kind"] == "search":
+            assert run.data.metrics["val_accuracy"] == pytest.approx(record["val_accuracy"])
+        else:
+            assert "val_accuracy" not in run.data.metrics
+
+
+def test_a_resumed_runs_callbacks_hear_each_evaluation_once(uninterrupted, tmp_path):
+    config, stop, recorder = make_config("async"), StopRequest(), Recorder()
+    with pytest.raises(RunStopped):
+        drive_with(config, tmp_path, [recorder], stop_after(13, stop), stop)
+    heard_before = len(recorder.records)
+    drive_with(config, tmp_path, [recorder])
+    assert outcome(tmp_path) == uninterrupted["async"]["outcome"]
+    finished = [r for r in RunDirectory(tmp_path).read_records() if r["status"] != INTERRUPTED]
+    assert recorder.records == finished and 0 < heard_before < len(finished)
+    assert [stage["stage"] for stage in recorder.stages] == [0, 1]
