@@ -8,6 +8,10 @@ evaluation's place in completion order, as in the plots): ``search/best_in_stage
 ``search/val_accuracy``, ``search/resolution``, ``evaluation/wall_seconds`` and
 ``evaluation/failures`` (the running count); per final candidate ``final/test_accuracy``.
 A resumed run continues the steps where the log left them.
+
+TensorBoard's HParams table gets a row per successful evaluation (genome, resolution and kind
+-> ``hparam/val_accuracy``, or ``hparam/test_accuracy`` for a final retraining), each in its
+own run ``hparams/<key>`` as the HParams plugin reads them.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class RunScalars:
         if not self._count(record):
             return
         write = self.writer.add_scalar
+        if record["status"] == OK:
+            self._add_hparams(record)
         if record["kind"] != KIND_SEARCH:
             if record["status"] == OK and record.get("test_accuracy") is not None:
                 write("final/test_accuracy", float(record["test_accuracy"]), self.finals)
@@ -78,11 +84,28 @@ class RunScalars:
             write("search/best_in_stage", max(self.scores), step)
             write("search/median_in_stage", median(self.scores), step)
 
+    def _add_hparams(self, record: dict[str, Any]) -> None:
+        """The HParams table's row of a successful evaluation."""
+        name = "val_accuracy" if record["kind"] == KIND_SEARCH else "test_accuracy"
+        if record.get(name) is None:
+            return
+        row = {gene: _hparam_value(value) for gene, value in record["hparams"].items()}
+        row.update(resolution=int(record["resolution"]), kind=record["kind"])
+        key = "-".join(str(part) for part in record["key"])
+        self.writer.add_hparams(
+            row, {f"hparam/{name}": float(record[name])}, run_name=f"hparams/{key}"
+        )
+
     def flush(self) -> None:
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    """What the HParams table holds: numbers, booleans and text (anything else as text)."""
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def open_scalars(
