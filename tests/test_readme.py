@@ -42,6 +42,7 @@ def sections(heading: str) -> list:
 OPTUNA_EXAMPLES = python_blocks("objective = ")
 EXPORT_EXAMPLES = python_blocks("optuna.load_study(")
 SEARCH_EXAMPLES = python_blocks("evores.load_run(")
+CALLBACK_EXAMPLES = python_blocks("callbacks=[")
 WARM_START_SECTIONS = sections("Warm starts")
 
 
@@ -67,6 +68,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
 
 def test_every_kind_of_example_is_documented_somewhere():
     assert OPTUNA_EXAMPLES and SEARCH_EXAMPLES and WARM_START_SECTIONS and EXPORT_EXAMPLES
+    assert CALLBACK_EXAMPLES
 
 
 @pytest.mark.parametrize("block", OPTUNA_EXAMPLES)
@@ -122,6 +124,27 @@ def test_the_python_example_runs_a_search_and_reads_it_back(block, tmp_path, mon
     probabilities = namespace["probabilities"]
     assert probabilities.shape == (1, len(summary["data"]["classes"]))
     assert abs(float(probabilities.sum()) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("block", CALLBACK_EXAMPLES)
+def test_the_callback_and_mlflow_example_hears_every_evaluation(
+    block, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("mlflow", reason="mlflow is in the test extra")
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "")  # the example sets it
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block, namespace)
+    summary, runs = namespace["summary"], namespace["runs"]
+    records = Path("runs/watched/evaluations.jsonl").read_text().splitlines()
+    assert summary["outcome"]["status"] == "ok" and len(runs) == len(records)
+    printed = capsys.readouterr().out.splitlines()
+    assert len([line for line in printed if line.startswith("[")]) == len(records)
+    assert [line.split(" best ")[0] for line in printed if line.startswith("stage ")] == [
+        "stage 0",
+        "stage 1",
+    ]
 
 
 @pytest.mark.parametrize("section", WARM_START_SECTIONS)
