@@ -168,8 +168,9 @@ class Driver:
         self.run_dir.append_record(record)
         logged[tuple(task["key"])] = record
         self.costs.add(record)
-        log.log(logging.WARNING if record["status"] == FAILED else logging.INFO,
-                "%s", progress.evaluation_line(record))  # fmt: skip
+        level = logging.WARNING if record["status"] == FAILED else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(level, "%s", progress.evaluation_line(record))
         if self.bar is not None:
             self.bar.add(record, self.search.progress(), self.elapsed())
         if self.scalars:
