@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from evores.core.results import FAILED, KIND_SEARCH, OK
+from evores.core.results import FAILED, KIND_SEARCH, OK, PRUNED
 from evores.data.cache import log_progress
 from evores.reporting.progress import RunCosts
 from evores.reporting.summary import _duration
@@ -103,7 +103,7 @@ class RunBar:
 
     def add(self, record: dict[str, Any], progress: Progress, elapsed: float) -> None:
         """Count one logged record (``progress``: the search's view, before it is told)."""
-        if record["status"] not in (OK, FAILED):
+        if record["status"] not in (OK, FAILED, PRUNED):
             return
         if record["kind"] == KIND_SEARCH:
             self.done += 1

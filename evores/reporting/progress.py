@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from evores.core.results import FAILED, KIND_SEARCH, OK
+from evores.core.results import FAILED, KIND_SEARCH, OK, PRUNED
 from evores.core.stats import median
 from evores.reporting.summary import _duration, format_progress
 from evores.strategies.ladder import SEARCH, Progress
@@ -51,7 +51,7 @@ class RunCosts:
 
     def add(self, record: dict[str, Any]) -> None:
         """Count one logged record."""
-        if record.get("status") not in (OK, FAILED):
+        if record.get("status") not in (OK, FAILED, PRUNED):
             return
         resolution, seconds = int(record["resolution"]), float(record.get("wall_seconds") or 0)
         self.seconds[resolution] = self.seconds.get(resolution, 0.0) + seconds
@@ -175,6 +175,11 @@ def evaluation_line(record: dict[str, Any]) -> str:
         score = record.get("val_accuracy") if record["kind"] == KIND_SEARCH else None
         name, value = ("val", score) if score is not None else ("test", record.get("test_accuracy"))
         return f"{text}: {name} {'-' if value is None else f'{value:.3f}'} in {seconds}"
+    if record["status"] == PRUNED:
+        return (
+            f"{text}: pruned after {record.get('epochs')} epochs (best val "
+            f"{float(record.get('val_accuracy') or 0.0):.3f}) in {seconds}: {record.get('reason')}"
+        )
     genome = json.dumps(record.get("hparams"), sort_keys=True)
     return (
         f"{text}: failed ({record.get('failure') or record['status']}) in {seconds}: "

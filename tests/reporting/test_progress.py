@@ -119,3 +119,15 @@ def test_a_failed_evaluations_line_names_its_key_failure_reason_and_genome():
         "evaluation [0, 2, 5] at 16 px: failed (nan) in 3s: the loss became NaN at epoch 2; "
         'genome {"filters": 8, "lr": 0.5}'
     )
+
+
+def test_a_pruned_evaluations_line_says_when_and_why_and_it_costs_its_time():
+    pruned = {"key": [0, 1, 2], "kind": "search", "resolution": 16, "status": "pruned",
+              "epochs": 3, "val_accuracy": 0.4123, "wall_seconds": 5.0, "failure": None,
+              "reason": "below the median at epoch 3", "hparams": {"lr": 0.1}}  # fmt: skip
+    assert evaluation_line(pruned) == (
+        "evaluation [0, 1, 2] at 16 px: pruned after 3 epochs (best val 0.412) in 5s: "
+        "below the median at epoch 3"
+    )
+    costs = RunCosts(0, [pruned])
+    assert costs.per_evaluation(16) == 5.0 and costs.failed == 0
