@@ -40,7 +40,7 @@ from evores.core.errors import CheckpointError, EvoresError
 from evores.core.exits import EXIT_CHECKPOINTED, EXIT_USAGE
 from evores.data.opener import open_dataset
 from evores.execution.stopping import STOP_SIGNALS, RunStopped, StopRequest, ignore_stop_signals
-from evores.reporting import console
+from evores.reporting import console, tensorboard
 from evores.reporting.callbacks import check_callbacks
 from evores.store.checkpoint import CONFIG, RunDirectory
 from evores.store.resume import check_config_early
@@ -278,7 +278,9 @@ def _serve(comm) -> int:
     _set_threads(config, workers=max(1, local - 1))
     _keep_heap()
     try:
-        work = make_work(config, open_dataset(config), run_dir)
+        work = make_work(
+            config, open_dataset(config), run_dir, tensorboard.epoch_curves(config, run_dir)
+        )
     except EvoresError as error:  # e.g. this rank has no GPU of its own
         print(f"evores: error: rank {comm.Get_rank()}: {error}", file=sys.stderr)
         comm.Abort(EXIT_USAGE)
@@ -314,7 +316,8 @@ def _drive_for_summary(setup: dict[str, Any], comm, stop: StopRequest) -> dict[s
         work = None
     else:
         _keep_heap()
-        work = make_work(config, setup["cache"], setup["run_dir"].path)
+        run_dir = setup["run_dir"].path
+        work = make_work(config, setup["cache"], run_dir, tensorboard.epoch_curves(config, run_dir))
     evaluator = make_evaluator(work, comm)
     try:
         summary = Driver(

@@ -14,6 +14,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from evores.training.device import configure_process, resolve_device
 from evores.training.fitness import PreparedData, evaluate, train_and_test
 
 Work = Callable[[dict[str, Any]], dict[str, Any]]
+# A task -> a context manager giving its training's on_epoch hook (or None).
+EpochHooks = Callable[[dict[str, Any]], AbstractContextManager]
 
 logger = logging.getLogger("evores")
 
@@ -179,7 +182,10 @@ def _checked_accuracies(result: FitnessResult) -> FitnessResult:
 
 
 def make_work(
-    config: dict[str, Any], cache: DatasetCache, run_dir: str | Path | None = None
+    config: dict[str, Any],
+    cache: DatasetCache,
+    run_dir: str | Path | None = None,
+    epoch_hooks: EpochHooks | None = None,
 ) -> Work:
     """The task -> result function of one rank: the configured ``fitness.function``, or else
     the built-in :func:`evores.training.fitness.evaluate` /
@@ -187,7 +193,9 @@ def make_work(
     Makes this rank's process-wide device settings
     (:func:`evores.training.device.configure_process`).
     With ``run_dir``, the built-in final retraining saves each candidate's network there
-    (:func:`evores.store.rundir.candidate_path`), before its result is returned and logged."""
+    (:func:`evores.store.rundir.candidate_path`), before its result is returned and logged.
+    ``epoch_hooks(task)``: a context manager giving the built-in training's ``on_epoch`` hook
+    for ``task`` (or None), closed when the training ends (TensorBoard's per-epoch curves)."""
     space = SearchSpace.from_dict(config["space"])
     train = config["train"]
     per_gpu = train["evaluations_per_gpu"]
@@ -197,7 +205,8 @@ def make_work(
     if spec:
         return _user_work(load_function(spec), config, cache, space, device)
     resizer = resizer_spec(config["data"])
-    return _builtin_work(config["train"], cache, space, device, run_dir, resizer)
+    hooks = epoch_hooks or (lambda task: nullcontext(None))
+    return _builtin_work(config["train"], cache, space, device, run_dir, resizer, hooks)
 
 
 def _builtin_work(
@@ -207,6 +216,7 @@ def _builtin_work(
     device,
     run_dir=None,
     resizer: ResizerSpec | None = None,
+    epoch_hooks: EpochHooks = lambda task: nullcontext(None),
 ) -> Work:
     """Tasks run by evores's own training, on data kept resident between tasks (with a
     learned ``resizer``, at its source resolutions)."""
@@ -226,17 +236,19 @@ def _builtin_work(
         if task["kind"] == KIND_FINAL:
             # The final retraining has no time budget: it is the answer the whole run is for.
             data = prepared(resolution, final=True)
-            result = train_and_test(
-                hparams,
-                resolution,
-                data,
-                seed=seed,
-                epochs=task["epochs"],
-                device=device,
-                space=space,
-                precision=train["precision"],
-                weights_to=None if run_dir is None else candidate_path(run_dir, task["key"][2]),
-            )
+            with epoch_hooks(task) as on_epoch:
+                result = train_and_test(
+                    hparams,
+                    resolution,
+                    data,
+                    seed=seed,
+                    epochs=task["epochs"],
+                    device=device,
+                    space=space,
+                    precision=train["precision"],
+                    weights_to=None if run_dir is None else candidate_path(run_dir, task["key"][2]),
+                    on_epoch=on_epoch,
+                )
         else:
             result = evaluate(
                 hparams,

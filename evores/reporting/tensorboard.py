@@ -12,33 +12,44 @@ A resumed run continues the steps where the log left them.
 TensorBoard's HParams table gets a row per successful evaluation (genome, resolution and kind
 -> ``hparam/val_accuracy``, or ``hparam/test_accuracy`` for a final retraining), each in its
 own run ``hparams/<key>`` as the HParams plugin reads them.
+
+The final retrainings, the winner's among them, get per-epoch curves: ``final/train_loss`` and
+``final/epoch_seconds`` at each epoch, in the run ``final-<index>``, written by the rank that
+trains the candidate through the training's ``on_epoch`` hook (:func:`epoch_curves`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from evores.core.errors import ConfigError
-from evores.core.results import FAILED, KIND_SEARCH, OK
+from evores.core.results import FAILED, KIND_FINAL, KIND_SEARCH, OK
 from evores.core.stats import median
 from evores.store.names import TENSORBOARD
 
 FOLDER = TENSORBOARD
 
 
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "report.tensorboard = true needs the tensorboard package; "
+            "pip install 'evores[tensorboard]' or set report.tensorboard = false"
+        ) from None
+    return SummaryWriter
+
+
 class RunScalars:
     """Writes a run's scalars as its records are logged."""
 
     def __init__(self, directory: Path, earlier: Iterable[dict[str, Any]] = ()) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError(
-                "report.tensorboard = true needs the tensorboard package; "
-                "pip install 'evores[tensorboard]' or set report.tensorboard = false"
-            ) from None
+        summary_writer = _summary_writer()
         self.step = 0  # search evaluations so far
         self.finals = 0
         self.failures = 0
@@ -46,7 +57,7 @@ class RunScalars:
         self.scores: list[float] = []
         for record in earlier:  # already written by the process that logged them
             self._count(record)
-        self.writer = SummaryWriter(log_dir=str(directory), flush_secs=10)
+        self.writer = summary_writer(log_dir=str(directory), flush_secs=10)
 
     def _count(self, record: dict[str, Any]) -> bool:
         """Update the running statistics; False for a record that writes nothing."""
@@ -115,3 +126,39 @@ def open_scalars(
     if not config.get("report", {}).get("tensorboard"):
         return None
     return RunScalars(Path(run_dir) / FOLDER, earlier)
+
+
+EpochCurves = Callable[[dict[str, Any]], Any]  # a task -> a context giving its on_epoch hook
+
+
+def epoch_curves(config: dict[str, Any], run_dir: str | Path | None) -> EpochCurves | None:
+    """With ``report.tensorboard`` on: for each task, a context manager that gives the
+    ``on_epoch`` hook of a final retraining (None for a search evaluation), writing its curves
+    and closing them when the training ends. None when TensorBoard is off."""
+    if run_dir is None or not config.get("report", {}).get("tensorboard"):
+        return None
+    folder = Path(run_dir) / FOLDER
+
+    def for_task(task: dict[str, Any]):
+        if task["kind"] != KIND_FINAL:
+            return nullcontext(None)
+        return _final_curves(folder / f"final-{task['key'][2]}")
+
+    return for_task
+
+
+@contextmanager
+def _final_curves(directory: Path) -> Iterator[Callable[[Any], None]]:
+    """The hook of one final retraining; a retraining run again (after a stop) starts its
+    curves afresh."""
+    shutil.rmtree(directory, ignore_errors=True)
+    writer = _summary_writer()(log_dir=str(directory), flush_secs=10)
+
+    def on_epoch(report) -> None:
+        writer.add_scalar("final/train_loss", float(report.train_loss), report.epoch)
+        writer.add_scalar("final/epoch_seconds", float(report.seconds), report.epoch)
+
+    try:
+        yield on_epoch
+    finally:
+        writer.close()

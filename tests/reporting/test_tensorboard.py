@@ -58,3 +58,30 @@ def _plain(value):
     kind = value.WhichOneof("kind")
     return {"number_value": value.number_value, "string_value": value.string_value,
             "bool_value": value.bool_value}[kind]  # fmt: skip
+
+
+def test_a_final_retraining_writes_its_per_epoch_curves_and_a_search_task_none(tmp_path, cache_dir):
+    pytest.importorskip("tensorboard", reason="report.tensorboard needs the tensorboard extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_worker import PX, final_task, make_config, search_task
+
+    from evores.data.cache import open_cache
+    from evores.execution.worker import make_work
+    from evores.reporting.tensorboard import epoch_curves
+
+    config = make_config()
+    assert epoch_curves(config, tmp_path) is None  # report.tensorboard off
+    config["report"]["tensorboard"] = True
+    hooks = epoch_curves(config, tmp_path)
+    with hooks(search_task()) as on_epoch:
+        assert on_epoch is None
+    work = make_work(config, open_cache("embedded", [PX], cache_dir=cache_dir), tmp_path, hooks)
+    result = work(final_task(epochs=3))
+    assert result["status"] == "ok" and result["epochs"] == 3
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "final-0"))
+    events.Reload()
+    assert {"final/train_loss", "final/epoch_seconds"} <= set(events.Tags()["scalars"])
+    losses = events.Scalars("final/train_loss")
+    assert [event.step for event in losses] == [1, 2, 3]
+    assert all(event.value > 0 for event in losses)
+    assert [e.step for e in events.Scalars("final/epoch_seconds")] == [1, 2, 3]
