@@ -111,8 +111,7 @@ class Driver:
         """The run's progress bar, where stderr is a terminal that shows the progress lines."""
         stream = console.bar_stream()
         if stream is not None:
-            done = sum(record["kind"] == "search" for record in finished)
-            self.bar = console.RunBar(stream, search.progress(), self.costs, done)
+            self.bar = console.RunBar(stream, search.progress(), self.costs, finished)
 
     def _report(
         self, search: Search, provisional: bool = False, with_importance: bool = True

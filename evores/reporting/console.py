@@ -89,14 +89,18 @@ class RunBar:
     """One bar for a whole run: the stage, search evaluations and final retrainings done of the
     run's budget, failures, the stage's best, the elapsed time and the ETA with its range."""
 
-    def __init__(self, stream: TextIO, progress: Progress, costs: RunCosts, done: int) -> None:
+    def __init__(
+        self, stream: TextIO, progress: Progress, costs: RunCosts, finished: list[dict[str, Any]]
+    ) -> None:
+        """``finished``: the records finished before this process began (a resumed run)."""
         self.costs = costs
-        self.done = done  # search evaluations logged, told to the search or not
+        # Search evaluations logged, told to the search or not.
+        self.done = sum(record["kind"] == KIND_SEARCH for record in finished)
         self.best: float | None = None
         self.stage = progress.stage
         description, postfix = self._describe(progress, elapsed=0.0)
         self.bar = tqdm(
-            total=progress.total_evaluations + costs.final_candidates, initial=done,
+            total=progress.total_evaluations + costs.final_candidates, initial=len(finished),
             desc=description, postfix=postfix, file=stream, bar_format=_BAR_FORMAT,
             dynamic_ncols=True,
         )  # fmt: skip
@@ -114,6 +118,7 @@ class RunBar:
         description, postfix = self._describe(progress, elapsed)
         self.bar.set_description_str(description, refresh=False)
         self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.total = progress.total_evaluations + self.costs.final_candidates  # adaptive
         self.bar.update(1)
 
     def _describe(self, progress: Progress, elapsed: float) -> tuple[str, str]:

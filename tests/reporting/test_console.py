@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 
 from evores.data.cache import log_progress
 from evores.reporting.console import bar_stream, cache_progress, console_handler, verbose_logging
@@ -67,3 +68,31 @@ def test_without_a_terminal_the_cache_build_logs_a_line_per_tenth(caplog):
         "caching embedded: 23/23 images (100%)",
     ]
     assert len(caplog.records) == 12  # every second of 23 images (a tenth, rounded), the last
+
+
+def test_the_run_bar_counts_the_runs_evaluations_and_shows_the_stage_failures_and_eta():
+    from test_progress import view
+
+    from evores.reporting.console import RunBar
+    from evores.reporting.progress import RunCosts
+
+    def logged(key, status="ok", accuracy=0.5, kind="search"):
+        return {"key": key, "kind": kind, "stage": key[0], "resolution": 16, "status": status,
+                "val_accuracy": accuracy, "wall_seconds": 2.0}  # fmt: skip
+
+    before = [logged([0, 0, 0], accuracy=0.25)]  # finished before a restart
+    costs = RunCosts(2, before)
+    stream = io.StringIO()
+    bar = RunBar(stream, view(n_evaluations=1, stage_used=1), costs, before)
+    for record in (logged([0, 1, 0], accuracy=0.75), logged([0, 1, 1], "failed", 0.0)):
+        costs.add(record)
+        bar.add(record, view(n_evaluations=1, stage_used=1), elapsed=6.0)
+    bar.close()
+    last = stream.getvalue().split("\r")[-1].strip()
+    # 3 of 20 search evaluations and 2 final retrainings done; one worker busy (6 s in 6 s):
+    # 7 more at 16 px (2 s), 10 at 32 px and 2 final retrainings (8 s, 4 s at the range's low
+    # end, 32 px being unmeasured).
+    bar_text, text = re.fullmatch(r"stage 1/2 16 px  14%\|(.*)\| (.*)", last).groups()
+    assert bar_text.startswith("#") and text == (
+        "3/22, best 0.750  1 failed  elapsed 6s  eta 1m50s [1m02s-1m50s]"
+    )
