@@ -128,10 +128,10 @@ def test_the_python_example_runs_a_search_and_reads_it_back(block, tmp_path, mon
 
 @pytest.mark.parametrize("block", CALLBACK_EXAMPLES)
 def test_the_callback_and_mlflow_example_hears_every_evaluation(
-    block, tmp_path, monkeypatch, capsys
+    block, tmp_path, monkeypatch, capsys, cache_dir
 ):
     pytest.importorskip("mlflow", reason="mlflow is in the test extra")
-    monkeypatch.setenv("EVORES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EVORES_CACHE_DIR", str(cache_dir))  # the session's: built once
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "")  # the example sets it
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
