@@ -13,9 +13,10 @@ progress view.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from evores.core.atomic import write_json
 from evores.core.results import FAILED, FAILURE_MACHINE, INTERRUPTED, LogRecord, Task, make_record
@@ -23,13 +24,14 @@ from evores.execution.evaluators import Evaluator
 from evores.execution.stopping import RunStopped, StopRequest
 from evores.reporting import console, importance, plots, progress, tensorboard, tracking
 from evores.reporting import summary as report
+from evores.reporting.background import BackgroundReports
 from evores.reporting.callbacks import Callbacks
 from evores.reporting.winner import keep_winner
 from evores.store import resume, rundir
 from evores.store.checkpoint import RunDirectory
 from evores.store.state import checkpoint
 from evores.strategies.generational import LadderSearch
-from evores.strategies.ladder import FINAL, SEARCH
+from evores.strategies.ladder import FINAL, SEARCH, Progress
 from evores.strategies.steady import SteadyStateSearch
 
 log = logging.getLogger("evores")
@@ -49,6 +51,15 @@ def _reusable(task: Task, record: dict[str, Any] | None) -> bool:
             record.get(field) == task[field] for field in ("kind", "hparams", "resolution", "seed")
         )
     )
+
+
+class Snapshot(NamedTuple):
+    """The plain data a report is made from, taken at one moment of the run."""
+
+    records: list[dict[str, Any]]
+    view: Progress
+    winner: dict[str, Any] | None
+    elapsed: float
 
 
 class Driver:
@@ -72,6 +83,7 @@ class Driver:
         self.config_record = resume.fingerprinted(config)  # stored in every checkpoint
         self.user_callbacks = list(callbacks or [])
         self.bar: console.RunBar | None = None
+        self.reports = BackgroundReports()  # provisional reports, drawn beside the run
 
     def elapsed(self) -> float:
         """Seconds of run time, summed over every process that worked on this run."""
@@ -113,40 +125,61 @@ class Driver:
         if stream is not None:
             self.bar = console.RunBar(stream, search.progress(), self.costs, finished)
 
-    def _report(
-        self, search: Search, provisional: bool = False, with_importance: bool = True
-    ) -> dict[str, Any]:
-        """The summary and the plots: at the end, and provisional ones at every stage change
-        and when a run stops. The genes' importance (seconds for a large stage) at the end and
-        when the run stops, not at every stage change."""
-        records = resume.read_log(self.run_dir)
-        view = search.progress()
-        summary = report.summary(
-            self.config, view, search.winner(), records, self.cache, self.elapsed(), provisional
-        )
-        # summary.json itself means "finished" (the batch scripts requeue until it exists).
-        provisional_path = self.run_dir.file(report.PROVISIONAL_SUMMARY)
-        if provisional:
-            write_json(provisional_path, summary)
-        else:
-            # The winner's files before summary.json, which says the run is finished.
-            keep_winner(self.run_dir.path, self.config, self.cache,
-                               search.state.get("final", []), search.winner())  # fmt: skip
-            self.run_dir.write_summary(summary)
-            provisional_path.unlink(missing_ok=True)
-        plots.plot_run(self.run_dir.path, records, view.transitions)
-        if with_importance:
-            importance.write_importance(self.run_dir.path, self.config, records)
-        if self.scalars and provisional:
-            self.scalars.flush()
-        elif self.scalars:
+    def _report(self, search: Search) -> dict[str, Any]:
+        """The final summary, plots and importance, written after any provisional report still
+        being drawn (the final files must be the last written)."""
+        self.reports.wait()
+        snapshot = self._snapshot(search)
+        summary = self._summary(snapshot, provisional=False)
+        # The winner's files before summary.json, which says the run is finished.
+        keep_winner(self.run_dir.path, self.config, self.cache,
+                           search.state.get("final", []), search.winner())  # fmt: skip
+        self.run_dir.write_summary(summary)
+        self.run_dir.file(report.PROVISIONAL_SUMMARY).unlink(missing_ok=True)
+        self._draw(snapshot, with_importance=True)
+        if self.scalars:
             self.scalars.close()
         return summary
 
-    def _report_so_far(self, search: Search, with_importance: bool = False) -> None:
-        """Provisional plots and summary; a failure to draw them never stops the run."""
+    def _snapshot(self, search: Search) -> Snapshot:
+        """What a report is made of, as plain data no later step of the run changes: the log
+        as it reads now (on this thread: reading it counts the run directory's records), the
+        progress view, the winner and the run time."""
+        view, winner = copy.deepcopy((search.progress(), search.winner()))
+        return Snapshot(resume.read_log(self.run_dir), view, winner, self.elapsed())
+
+    def _summary(self, snapshot: Snapshot, provisional: bool) -> dict[str, Any]:
+        return report.summary(self.config, snapshot.view, snapshot.winner, snapshot.records,
+                              self.cache, snapshot.elapsed, provisional)  # fmt: skip
+
+    def _draw(self, snapshot: Snapshot, with_importance: bool) -> None:
+        """The plots, and the genes' importance (seconds for a large stage) where asked."""
+        plots.plot_run(self.run_dir.path, snapshot.records, snapshot.view.transitions)
+        if with_importance:
+            importance.write_importance(self.run_dir.path, self.config, snapshot.records)
+
+    def _provisional(self, snapshot: Snapshot, with_importance: bool) -> None:
+        """A provisional summary.json (summary.json itself means "finished": the batch scripts
+        requeue until it exists) and the plots."""
+        write_json(self.run_dir.file(report.PROVISIONAL_SUMMARY), self._summary(snapshot, True))
+        self._draw(snapshot, with_importance)
+
+    def _report_so_far(self, search: Search) -> None:
+        """The provisional report at a stage change, drawn beside the run from a snapshot; the
+        importance waits for the end or a stop."""
+        snapshot = self._snapshot(search)
+        if self.scalars:
+            self.scalars.flush()
+        self.reports.submit(lambda: self._provisional(snapshot, with_importance=False))
+
+    def _report_at_stop(self, search: Search) -> None:
+        """The provisional report of a stopped run, importance included, after the one being
+        drawn; a failure to write it never hides the stop."""
+        self.reports.wait()
         try:
-            self._report(search, provisional=True, with_importance=with_importance)
+            self._provisional(self._snapshot(search), with_importance=True)
+            if self.scalars:
+                self.scalars.flush()
         except Exception as error:  # noqa: BLE001 - reporting is not the run
             log.warning("could not write the provisional summary and plots: %s", error)
 
@@ -292,7 +325,7 @@ class Driver:
                 make_record(task, {"status": INTERRUPTED, "reason": reason}, self.elapsed())
             )
         self._checkpoint(search)
-        self._report_so_far(search, with_importance=True)
+        self._report_at_stop(search)
         view = search.progress()
         log.warning(
             "%s: stopped in stage %d after %d evaluations (%d abandoned, to be re-run); "

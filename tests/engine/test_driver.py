@@ -12,12 +12,14 @@ import errno
 import json
 import logging
 import os
+import threading
 
 import pytest
 
 from evores import config as configuration
 from evores.core.results import INTERRUPTED, OK, FitnessResult
 from evores.core.stats import median
+from evores.engine import driver as driver_module
 from evores.engine.driver import Driver
 from evores.engine.session import load_config
 from evores.execution.evaluators import SerialEvaluator
@@ -95,11 +97,15 @@ def crash_after(n: int):
     return work
 
 
-def drive(config: dict, path, work=toy_work, stop: StopRequest | None = None) -> dict:
+def make_driver(config: dict, path, work=toy_work, stop: StopRequest | None = None) -> Driver:
     run_dir = RunDirectory(path)
     if not run_dir.has_run():
         run_dir.create(configuration.to_toml(config))
-    return Driver(config, run_dir, StandInCache(), SerialEvaluator(work), stop).run()
+    return Driver(config, run_dir, StandInCache(), SerialEvaluator(work), stop)
+
+
+def drive(config: dict, path, work=toy_work, stop: StopRequest | None = None) -> dict:
+    return make_driver(config, path, work, stop).run()
 
 
 def timeless(value):
@@ -251,18 +257,82 @@ def test_a_provisional_summary_and_plots_are_written_at_a_stage_change(tmp_path,
 
     def work(task: dict) -> dict:
         if task["key"][0] == 1 and not seen:  # the first task of the second stage
+            driver.reports.wait()  # the report is drawn beside the run
             seen.update(json.loads((tmp_path / PROVISIONAL_SUMMARY).read_text()))
             seen["plots"] = [(tmp_path / name).is_file() for name in PLOTS.values()]
             seen["finished"] = (tmp_path / "summary.json").exists()
         return toy_work(task)
 
-    final = drive(make_config(mode), tmp_path, work)
+    driver = make_driver(make_config(mode), tmp_path, work)
+    final = driver.run()
     assert seen["provisional"] is True and seen["best_hparams"] is None
     assert [s["resolution"] for s in seen["stages"]] == [8] and seen["plots"] == [True] * 3
     # summary.json means "finished" to the batch scripts: it must not appear before the end.
     assert seen["finished"] is False
     assert final["provisional"] is False and final["best_hparams"] is not None
     assert not (tmp_path / PROVISIONAL_SUMMARY).exists()
+
+
+def slow_plots(monkeypatch, until: threading.Event, timeout: float = 10.0) -> list[str]:
+    """Make drawing the plots wait for ``until`` (at most ``timeout`` s); what each drawing
+    saw ("released" or "timed out") and, in order, which thread began and ended one."""
+    drawn = []
+    plot_run = driver_module.plots.plot_run
+
+    def plot_slowly(*args, **kwargs):
+        thread = threading.current_thread().name
+        drawn.append(f"{thread} began")
+        drawn.append("released" if until.wait(timeout) else "timed out")
+        plot_run(*args, **kwargs)
+        drawn.append(f"{thread} ended")
+
+    monkeypatch.setattr(driver_module.plots, "plot_run", plot_slowly)
+    return drawn
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_workers_go_on_while_the_stage_change_report_is_drawn(
+    uninterrupted, tmp_path, mode, monkeypatch
+):
+    """The provisional report of a stage change is drawn beside the run: the next stage's
+    first evaluation starts while it is still being drawn (it releases the drawing), and the
+    run ends as an uninterrupted one, its final files written after the provisional ones."""
+    next_stage_started = threading.Event()
+    drawn = slow_plots(monkeypatch, next_stage_started)
+
+    def work(task: dict) -> dict:
+        if task["key"][0] == 1:
+            next_stage_started.set()
+        return toy_work(task)
+
+    drive(make_config(mode), tmp_path, work)
+    # On the driver's own thread the drawing would have waited in vain.
+    assert drawn[:3] == ["evores-report began", "released", "evores-report ended"]
+    assert outcome(tmp_path) == uninterrupted[mode]["outcome"]
+    assert not (tmp_path / PROVISIONAL_SUMMARY).exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stop_waits_for_the_report_being_drawn_then_writes_its_own(tmp_path, mode, monkeypatch):
+    stop = StopRequest()
+    released = threading.Event()
+    drawn = slow_plots(monkeypatch, released)
+
+    def work(task: dict) -> dict:
+        if task["key"][0] == 1:  # the stage change's report is being drawn
+            stop.request("SIGUSR1", 0.0)
+            threading.Timer(0.2, released.set).start()
+        return toy_work(task)
+
+    with pytest.raises(RunStopped):
+        drive(make_config(mode), tmp_path, work, stop)
+    # The stage change's report, drawn to its end, then the stop's (the last to write).
+    assert [line for line in drawn if line != "released"] == [
+        "evores-report began", "evores-report ended", "MainThread began", "MainThread ended"
+    ]  # fmt: skip
+    assert json.loads((tmp_path / PROVISIONAL_SUMMARY).read_text())["provisional"] is True
+    assert (tmp_path / "importance.json").is_file() and not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("mode", MODES)
