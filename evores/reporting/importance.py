@@ -35,9 +35,15 @@ A genome's lists vary in length, so each gene is one number per evaluation:
 fANOVA marginalises over the box the stage's evaluations span: a gene that did not vary in a
 stage (a range narrowed to one value) has importance 0. A stage with fewer than
 :data:`MIN_EVALUATIONS` successes, or whose successes all scored alike, gets no importance
-but a ``reason``. fANOVA assumes independent samples; a ``ga`` stage's genomes are bred from
-each other, so a gene that rides along with a good one can take some of its importance
-(``random`` search samples independently).
+but a ``reason``. A stage with more than :data:`MAX_ROWS` successes is scored on a seeded
+sample of that many (``n_sampled``): fANOVA's cost grows faster than its data, and a large
+stage's report would otherwise hold up a stop by a minute. :func:`stage_study` is the stage
+as an Optuna study, for Optuna's own importance evaluators (docs/run-directory.md says why
+they may rank differently).
+
+fANOVA assumes independent samples; a ``ga`` stage's genomes are bred from each other, so a
+gene that rides along with a good one can take some of its importance (``random`` search
+samples independently).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from evores.core.atomic import write_json
 from evores.core.results import KIND_SEARCH, OK
@@ -61,6 +69,8 @@ __all__ = [
     "features",
     "run_importance",
     "stage_importance",
+    "stage_rows",
+    "stage_study",
     "write_importance",
 ]
 
@@ -81,6 +91,12 @@ GENES = {
 # Fewer successful evaluations than this give a forest of noise over nine genes.
 MIN_EVALUATIONS = 10
 N_TREES = 64
+# Above this many successful evaluations a stage's forest is fitted to a seeded sample of them.
+# fANOVA's cost grows faster than the rows (measured, one core: 7 s at 250, 19 s at 500, 66 s
+# at 1,000); a sample of 250 kept the two most important genes in order and moved no gene's
+# share by more than 0.006 (docs/studies.md, experiments/importance_cap.py). Stages up to 250
+# are scored whole, as before.
+MAX_ROWS = 250
 METHOD = f"fANOVA (Optuna FanovaImportanceEvaluator, {N_TREES} trees, seeded from the run seed)"
 
 
@@ -127,24 +143,38 @@ def stage_records(
     return {stage: sorted(rows, key=lambda r: r["key"]) for stage, rows in sorted(stages.items())}
 
 
-def stage_importance(
-    records: Sequence[dict[str, Any]], space: SearchSpace, seed: int
-) -> dict[str, Any]:
-    """fANOVA over one stage's finished records: ``n_used`` (the successful evaluations it
-    rests on), ``importance`` (normalised, per gene), ``explained`` (the share of the
-    variance the genes' main effects explain) and ``reason`` (why there is none, or None)."""
+def stage_rows(
+    records: Sequence[dict[str, Any]], space: SearchSpace
+) -> tuple[list[dict[str, float]], list[float]]:
+    """What a stage's importance rests on: the :func:`features` and the validation accuracy
+    of each successful, readable evaluation, in the records' order."""
     used = [(_readable(r["hparams"], space), float(r["val_accuracy"]))
             for r in records if r["status"] == OK]  # fmt: skip
     rows = [row for row, _ in used if row is not None]
-    scores = [score for row, score in used if row is not None]
+    return rows, [score for row, score in used if row is not None]
+
+
+def stage_importance(
+    records: Sequence[dict[str, Any]], space: SearchSpace, seed: int,
+    max_rows: int | None = None, n_trees: int = N_TREES,
+) -> dict[str, Any]:  # fmt: skip
+    """fANOVA over one stage's finished records: ``n_used`` (the successful evaluations it
+    rests on), ``importance`` (normalised, per gene), ``explained`` (the share of the
+    variance the genes' main effects explain) and ``reason`` (why there is none, or None).
+    Above ``max_rows`` successes (None: no cap) the forest is fitted to a seeded sample of
+    ``max_rows`` of them (``n_sampled``)."""
+    rows, scores = stage_rows(records, space)
     result = {"n_used": len(rows), "importance": None, "explained": None, "reason": None}
     if len(rows) < MIN_EVALUATIONS:
         why = f"{len(rows)} successful evaluation(s); importance needs at least {MIN_EVALUATIONS}"
         return {**result, "reason": why}
     if max(scores) == min(scores):
         return {**result, "reason": f"all {len(rows)} successful evaluations scored {scores[0]}"}
+    if max_rows is not None and len(rows) > max_rows:
+        rows, scores = _sample(rows, scores, max_rows, seed)
+        result["n_sampled"] = max_rows
     try:
-        raw = _fanova(rows, scores, seed)
+        raw = _fanova(_study(rows, scores), seed, n_trees)
     except ImportError:  # both are dependencies of evores: an incomplete install
         why = "fANOVA needs optuna and scikit-learn: pip install optuna scikit-learn"
         return {**result, "reason": why}
@@ -155,11 +185,25 @@ def stage_importance(
     return {**result, "importance": normalised, "explained": round(min(1.0, total), 6)}
 
 
-def _fanova(rows: list[dict[str, float]], scores: list[float], seed: int) -> dict[str, float]:
-    """Each gene's raw fANOVA main-effect variance fraction (Optuna's evaluator, seeded)."""
+def _sample(
+    rows: list[dict[str, float]], scores: list[float], size: int, seed: int
+) -> tuple[list[dict[str, float]], list[float]]:
+    """``size`` of the rows, drawn without replacement from ``seed``, in their own order."""
+    chosen = sorted(np.random.default_rng(seed).choice(len(rows), size, replace=False))
+    return [rows[i] for i in chosen], [scores[i] for i in chosen]
+
+
+def stage_study(records: Sequence[dict[str, Any]], space: SearchSpace) -> Any:
+    """An in-memory Optuna study of one stage, as evores' fANOVA sees it: a trial per
+    successful evaluation, its params the :func:`features` (one float per gene of
+    :data:`GENES`, over the range the stage spans), its value the validation accuracy.
+    Any of Optuna's importance evaluators runs on it (docs/run-directory.md)."""
+    return _study(*stage_rows(records, space))
+
+
+def _study(rows: list[dict[str, float]], scores: list[float]) -> Any:
     import optuna
     from optuna.distributions import FloatDistribution
-    from optuna.importance import FanovaImportanceEvaluator
 
     bounds = {g: (min(r[g] for r in rows), max(r[g] for r in rows)) for g in GENES}
     distributions = {g: FloatDistribution(low, high) for g, (low, high) in bounds.items()}
@@ -174,7 +218,14 @@ def _fanova(rows: list[dict[str, float]], scores: list[float], seed: int) -> dic
     finally:
         optuna.logging.set_verbosity(verbosity)
     study.add_trials(trials)
-    evaluator = FanovaImportanceEvaluator(n_trees=N_TREES, seed=seed)
+    return study
+
+
+def _fanova(study: Any, seed: int, n_trees: int = N_TREES) -> dict[str, float]:
+    """Each gene's raw fANOVA main-effect variance fraction (Optuna's evaluator, seeded)."""
+    from optuna.importance import FanovaImportanceEvaluator
+
+    evaluator = FanovaImportanceEvaluator(n_trees=n_trees, seed=seed)
     raw = evaluator.evaluate(study, params=list(GENES))
     return {gene: max(0.0, float(raw[gene])) for gene in GENES}
 
@@ -189,7 +240,7 @@ def run_importance(config: dict[str, Any], records: Sequence[dict[str, Any]]) ->
         entry = {"stage": stage + 1, "resolution": resolutions[stage],
                  "n_evaluations": len(rows), "n_failed": len(rows) - ok}  # fmt: skip
         seed = derive_seed(config["seed"], "importance", stage) % 2**32  # sklearn's range
-        stages.append({**entry, **stage_importance(rows, space, seed)})
+        stages.append({**entry, **stage_importance(rows, space, seed, max_rows=MAX_ROWS)})
     return {
         "method": METHOD,
         "genes": dict(GENES),
