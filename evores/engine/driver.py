@@ -8,7 +8,8 @@ The progress lines come from ``evores.reporting.progress`` (a line per evaluatio
 on a terminal from ``evores.reporting.console``), the summary and the plots from
 ``evores.reporting.summary``; the user's callbacks and MLflow hear of every evaluation and
 stage through ``evores.reporting.callbacks``. The driver reads the search only through its
-progress view.
+progress view. A stage change's provisional report is drawn beside the run from a snapshot of
+plain data (``evores.reporting.background``), so that no worker waits for it.
 """
 
 from __future__ import annotations
