@@ -124,11 +124,12 @@ class Cell:
     def cpu(self) -> float:
         return time.process_time() - self.started
 
-    def stamp(self, resolution: int, result, hparams: dict) -> None:
-        """Note an evaluation's outcome with the CPU seconds spent so far."""
+    def stamp(self, resolution: int, result, hparams: dict, own_cpu: float) -> None:
+        """Note an evaluation's outcome with the CPU seconds spent so far and its own."""
         self.evaluations.append(
             {
                 "cpu_seconds": round(self.cpu(), 3),
+                "own_cpu_seconds": round(own_cpu, 3),
                 "resolution": resolution,
                 "status": result.status,
                 "val_accuracy": result.val_accuracy,
@@ -172,7 +173,7 @@ class Evaluator:
     def __call__(self, hparams: dict, resolution: int, max_epochs: int | None = None, **kw):
         if resolution not in self.resident:
             self.resident = {resolution: self.setup.prepared(resolution)}
-        index = len(self.cell.evaluations)
+        index, started = len(self.cell.evaluations), time.process_time()
         result = evaluate(
             hparams,
             resolution,
@@ -184,7 +185,7 @@ class Evaluator:
             patience=self.setup.patience,
             **kw,
         )
-        self.cell.stamp(resolution, result, hparams)
+        self.cell.stamp(resolution, result, hparams, time.process_time() - started)
         return result
 
     def spent(self) -> bool:
@@ -218,8 +219,9 @@ def run_evores(setup: Setup, cell: Cell) -> dict:
     real = worker.evaluate
 
     def stamped(hparams, resolution, data, **kw):
+        started = time.process_time()
         result = real(hparams, resolution, data, **kw)
-        cell.stamp(resolution, result, hparams)
+        cell.stamp(resolution, result, hparams, time.process_time() - started)
         return result
 
     with _patched(worker, "evaluate", stamped):
@@ -323,18 +325,18 @@ def run_random(setup: Setup, cell: Cell) -> dict:
 
 
 def run_one_epoch_top_k(setup: Setup, cell: Cell) -> dict:
-    """Screen random genomes with one epoch each while the CPU left still covers k full
-    trainings at the screen's mean cost per epoch; then train the best k fully."""
+    """Screen random genomes with one epoch each (at least k) while the CPU left still covers
+    k full trainings at the screens' mean CPU per epoch; then train the best k fully."""
     rng = np.random.default_rng(derive_seed(cell.seed, "one-epoch"))
     cell.settings.update(k=setup.top_k, screen_epochs=1)
     run = Evaluator(setup, cell)
-    screened = []
-    while (
-        not screened
-        or cell.cpu() + setup.top_k * setup.epochs * (cell.cpu() / len(screened)) < setup.budget
+    screened, spent = [], []
+    while len(screened) < setup.top_k or (
+        cell.cpu() + setup.top_k * setup.epochs * statistics.fmean(spent) < setup.budget
     ):
         hparams = setup.space.sample(rng)
         screened.append((run(hparams, setup.top, max_epochs=1).val_accuracy, hparams))
+        spent.append(cell.evaluations[-1]["own_cpu_seconds"])
     screened.sort(key=lambda pair: -pair[0])
     first_full = len(cell.evaluations)
     for _, hparams in screened[: setup.top_k]:

@@ -32,7 +32,9 @@ def image_folder(root: Path, per_class: int = 14, px: int = 16) -> Path:
 
 def study(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(SCRIPT), "--quick", "--data", str(data), "--out", str(out)]
-    return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run(
+        [*command, *extra], capture_output=True, text=True, timeout=1200, cwd=ROOT
+    )
 
 
 @pytest.mark.slow
