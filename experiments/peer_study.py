@@ -526,10 +526,13 @@ def missing_requirement(method: str) -> str | None:
     return None
 
 
-def run_study(setup: Setup, methods: list[str], seeds: list[int], out: Path) -> list[dict]:
-    """Every missing (method, seed) cell, each written atomically as it finishes."""
+def run_study(
+    setup: Setup, methods: list[str], seeds: list[int], out: Path, run: bool = True
+) -> list[dict]:
+    """Every missing (method, seed) cell (none when not ``run``), each written atomically as
+    it finishes; then every cell there is."""
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
+    for seed in seeds if run else []:
         for method in methods:
             path = cell_path(out, method, seed)
             if path.exists():
@@ -654,7 +657,7 @@ def plot(cells: list[dict], methods: list[str], path: Path) -> None:
             line = np.nanmean(values, axis=0)
         style = "-" if method.startswith("evores") else "--"
         ax.plot(grid, line, style, label=f"{method} ({len(curves)} seeds)")
-    ax.set_xlabel("CPU seconds (search, one thread)")
+    ax.set_xlabel("CPU seconds of the cell (one thread)")
     ax.set_ylabel("best validation accuracy at the top resolution")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -677,6 +680,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--evaluations", type=int, help="evores' evaluations over all rungs")
     p.add_argument("--resolutions", help="the rungs, e.g. 8,16,32")
     p.add_argument("--epochs", type=int, help="train.max_epochs of every evaluation")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: the table and plot of the cells already in --out",
+    )
     return p.parse_args(argv)
 
 
@@ -739,13 +747,14 @@ def study_all(args, setup: Setup, methods: list[str], seeds: list[int]) -> int:
     torch.set_num_threads(1)  # every method on one thread, evores' runs too (train.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("evores").setLevel(logging.WARNING)
-    open_cache(setup.data, setup.resolutions, cache_dir=setup.cache_dir)  # built before any cell
+    if not args.report_only:  # built before any cell, so that no cell pays for it
+        open_cache(setup.data, setup.resolutions, cache_dir=setup.cache_dir)
     print(
         f"peer study: {len(methods)} methods x {len(seeds)} seeds, rungs {setup.resolutions},"
         f" budget {setup.budget:g} CPU s, evores {setup.evaluations} evaluations",
         flush=True,
     )
-    cells = run_study(setup, methods, seeds, out)
+    cells = run_study(setup, methods, seeds, out, run=not args.report_only)
     write_json(out / "peer_study.json", cells)
     text = table(cells, methods, seeds)
     (out / "peer_study.md").write_text(text)
