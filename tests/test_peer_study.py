@@ -2,6 +2,7 @@
 the JSON, the table and the plot, and a rerun that re-runs only what is missing."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,8 +63,7 @@ def test_quick_study_holds_every_method_and_seed_and_resumes(tmp_path):
     (out / "cells" / "random-seed1.json").unlink()
     second = study(data, out)
     assert second.returncode == 0, second.stderr
-    cells_run = [line for line in second.stdout.splitlines() if line.startswith("  ")]
-    ran = [line.split(":")[0].strip() for line in cells_run]
+    ran = re.findall(r"^  (\S+ seed \d+): [\d.]+ CPU s,", second.stdout, flags=re.MULTILINE)
     assert ran == ["random seed 1"], second.stdout
 
 
