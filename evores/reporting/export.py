@@ -126,7 +126,7 @@ def export(run_dir: str | Path, storage: str, prefix: str | None = None) -> list
     stages', then the final retraining's when the run logged any)."""
     import optuna
 
-    path = Path(run_dir)
+    path = usable_path(run_dir, "run directory", CheckpointError)  # before resolve() sees it
     studies = _studies(path, prefix or path.resolve().name)
     storage_object = _storage(storage)
     with quiet_optuna():

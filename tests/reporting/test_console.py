@@ -21,6 +21,7 @@ def unconfigure(monkeypatch) -> None:
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
     monkeypatch.setattr(log, "handlers", [])
     monkeypatch.setattr(log, "level", logging.NOTSET)
+    monkeypatch.setattr(log, "propagate", True)  # the CLI, run in-process before, turns it off
 
 
 def test_verbose_shows_the_lines_for_the_call_only(monkeypatch, capsys):
