@@ -217,6 +217,7 @@ def open_cache(
     wanted = _check_options(resolutions, filter, crop, val_fraction, test_fraction)
     if type(channels) not in (str, int) or channels not in CHANNELS:  # True == 1: refused
         raise ConfigError(f'channels {channels!r} is unknown; choose "auto", 1 or 3')
+    _check_workers(build_workers)  # refused whether or not a cache is already there
     src = open_source(source, download=download)
     params = {
         "source": src.identity,
@@ -239,7 +240,6 @@ def open_cache(
         wanted = tuple(sorted(set(wanted) | set(stored_resolutions)))
         logger.info("rebuilding cache %s (source changed or resolutions missing)", path)
     _check_writable(path.parent)  # before the scan, which can take long on a large folder
-    _check_workers(build_workers)
     build_cache(src, source, path, wanted, params, fingerprint, progress, build_workers)
     return read_cache(path)
 
