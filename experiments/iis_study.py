@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from evores.config import EMBEDDED_SPACE
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenette224"
 SCHEDULES = ("ladder", "full")
@@ -71,12 +73,7 @@ DEFAULTS = {
 }
 # The search ranges are cut as for the embedded run (evores.config.EMBEDDED_SPACE), to networks
 # that train in seconds on a CPU; --set space.KEY=... after these widens them again.
-STUDY_SPACE = {
-    "conv_layers": [1, 4],
-    "conv_filters": [8, 64],
-    "conv_kernels": [3, 5],
-    "fc_units": [16, 256],
-}
+STUDY_SPACE = EMBEDDED_SPACE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

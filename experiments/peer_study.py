@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the pack
 
 import torch  # noqa: E402
 
+from evores.config import EMBEDDED_SPACE  # noqa: E402
 from evores.core.atomic import write_json  # noqa: E402
 from evores.core.errors import EvoresError  # noqa: E402
 from evores.core.results import OK, PRUNED  # noqa: E402
@@ -98,13 +99,9 @@ QUICK = {
     "patience": 1,
     "top_k": 2,
 }
-# As the iis study and the embedded run cut them: networks that train in seconds on a CPU.
-STUDY_SPACE = {
-    "conv_layers": [1, 4],
-    "conv_filters": [8, 64],
-    "conv_kernels": [3, 5],
-    "fc_units": [16, 256],
-}
+# The ranges of the embedded run (evores.config.EMBEDDED_SPACE), as the iis study uses them:
+# networks that train in seconds on a CPU.
+STUDY_SPACE = EMBEDDED_SPACE
 
 
 def study_space() -> SearchSpace:
