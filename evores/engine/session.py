@@ -139,7 +139,10 @@ def run_request(request: Request, drive) -> Any:
 
 @contextmanager
 def _stop_signals(stop: StopRequest) -> Iterator[None]:
-    """``stop`` handles the stop signals while the run goes; the previous handlers after.
+    """``stop`` handles the stop signals while the run goes; the previous handlers after,
+    except that a walltime warning (SIGUSR1) that would end the process is ignored from then
+    on: the run has nothing left to checkpoint, and a rank it ended during the job's teardown
+    would leave the other ranks waiting in MPI_Finalize until the time limit.
 
     Outside the main thread Python cannot install signal handlers: the run goes without."""
     if threading.current_thread() is not threading.main_thread():
@@ -151,6 +154,8 @@ def _stop_signals(stop: StopRequest) -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
+            if signum == signal.SIGUSR1 and handler == signal.SIG_DFL:
+                handler = signal.SIG_IGN
             signal.signal(signum, handler)
 
 

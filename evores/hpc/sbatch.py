@@ -73,6 +73,13 @@ fi
 warned=0
 step=
 warn() {
+    if [ -f "$summary" ]; then
+        # The run has finished and its ranks are ending: a warning now has nothing to
+        # checkpoint, and a rank it ended would leave the others waiting in MPI_Finalize until
+        # the time limit, a finished job counted as TIMEOUT.
+        echo "evores: walltime warning (SIGUSR1) after the run finished: not forwarded" >&2
+        return
+    fi
     warned=1
     echo "evores: walltime warning (SIGUSR1): asking the run to checkpoint" >&2
     if [ -n "$step" ]; then

@@ -204,3 +204,20 @@ def test_a_live_holder_started_from_a_users_own_script_keeps_its_directory(tmp_p
     taken = RunDirectory(run_dir)
     taken.lock()  # its holder is dead: the lock is taken over
     taken.unlock()
+
+
+def test_after_a_run_a_walltime_warning_no_longer_ends_the_process():
+    """A warning during the job's teardown must not end rank 0: the other ranks would wait for
+    it in MPI_Finalize until the time limit. The other stop signals get their handlers back."""
+    from evores.engine.session import _stop_signals
+    from evores.execution.stopping import StopRequest
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        with _stop_signals(StopRequest()):
+            assert signal.getsignal(signal.SIGUSR1) != signal.SIG_DFL
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        assert {signum: signal.getsignal(signum) for signum in previous} == previous
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)

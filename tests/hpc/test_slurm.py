@@ -13,6 +13,7 @@ import ast
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -282,6 +283,48 @@ def test_script_starts_no_mps_for_one_rank_per_gpu(tmp_path):
     env = {"SLURM_NTASKS": "5", "SLURM_GPUS_ON_NODE": "4"}
     calls, stderr = run_body(tmp_path, "single", env, with_mps=True)
     assert calls.splitlines() == ["srun pipe="] and "MPS" not in stderr
+
+
+FAKE_RUN = """\
+trap 'echo "srun got USR1" >> "$LOG"; exit 75' USR1
+mkdir -p "$RUN_DIR"
+if [ -n "$FINISH" ]; then echo '{}' > "$RUN_DIR/summary.json"; fi
+echo started >> "$LOG"
+for _ in $(seq 200); do [ -e "$LOG.signalled" ] && exit 0; sleep 0.1; done
+"""
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_warning_reaches_the_ranks_only_while_the_run_is_unfinished(tmp_path, finished):
+    """A walltime warning after summary.json is written stays in the batch shell: the ranks are
+    ending, and a rank it ended would hold the job until the time limit (TIMEOUT)."""
+    bin_dir, log, run_dir = tmp_path / "bin", tmp_path / "calls.log", tmp_path / "run"
+    bin_dir.mkdir()
+    fake_command(bin_dir, "srun", FAKE_RUN)
+    fake_command(bin_dir, "scontrol", 'echo "scontrol $*" >> "$LOG"\n')
+    script = tmp_path / "job.sbatch"
+    script.write_text(f"#!/bin/bash\npython=python\n{sbatch.script_body()}")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "RUN_DIR": str(run_dir),
+           "SLURM_JOB_ID": "5", "FINISH": "1" if finished else ""}  # fmt: skip
+    job = subprocess.Popen(
+        ["bash", str(script), "c.toml", str(run_dir)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not log.exists() or "started" not in log.read_text():
+        assert time.monotonic() < deadline and job.poll() is None, "the fake srun never started"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    Path(f"{log}.signalled").touch()  # the fake srun may end now
+    stdout, stderr = job.communicate(timeout=60)
+    calls = log.read_text()
+    assert job.returncode == 0, stderr
+    if finished:
+        assert "not forwarded" in stderr and "run finished" in stdout
+        assert "USR1" not in calls and "requeue" not in calls
+    else:
+        assert "asking the run to checkpoint" in stderr
+        assert "srun got USR1" in calls and "scontrol requeue 5" in calls
 
 
 def test_body_requeues_on_the_drivers_exit_code():
