@@ -216,6 +216,7 @@ def _search_problems(search: dict[str, Any], config: dict[str, Any]) -> list[str
         "probe": lambda v: isinstance(v, list) and all(map(_is_member, v)),
         "probe_size": lambda v: is_int(v) and v >= 0,
         "stage_members": lambda v: isinstance(v, list) and all(map(_is_member, v)),
+        "stage_best": lambda v: isinstance(v, list) and all(map(_is_member, v)),
         "decisions": lambda v: isinstance(v, list) and all(isinstance(d, dict) for d in v),
         "unnarrowed": lambda v: isinstance(v, dict),
     }

@@ -155,6 +155,7 @@ class Ladder:
             "final": [],
             "probe_size": config["schedule"]["probe"],
             "stage_members": [],
+            "stage_best": [],
         }
 
     def _toolbox(self) -> base.Toolbox:
@@ -248,6 +249,9 @@ class Ladder:
         self.state["stage_scores"] += [m["fitness"] for m in members if m["status"] == OK]
         if self.probe_size:  # what the probe of this stage is drawn from
             self.state["stage_members"] += [m for m in members if m["status"] == OK]
+        if "stage_best" in self.state:  # a run started before it was kept goes on without
+            ok = [m for m in members if m["status"] == OK]
+            self.state["stage_best"] = best(self.state["stage_best"] + ok, self.schedule["elites"])
 
     def record_transition(
         self, low: list[dict[str, Any]], high: list[dict[str, Any]], n_elites: int
@@ -334,6 +338,7 @@ class Ladder:
             stage_scores=[],
             stage_started=elapsed,
             carried=elites,
+            **({"stage_best": []} if "stage_best" in state else {}),
             space=space.to_dict(),
         )
         if self.probe_size:
@@ -343,9 +348,18 @@ class Ladder:
     # -- the final phase ---------------------------------------------------------------------
 
     def final_tasks(self) -> list[Task]:
-        """Retrain the best ``schedule.elites`` successful members of the last stage on train +
-        validation at the final resolution, for their best epoch count, and test them once."""
-        candidates = [m for m in self.state["population"] if m["status"] == OK]
+        """Retrain the best ``schedule.elites`` successful evaluations of the last stage on
+        train + validation at the final resolution, for their best epoch count, and test them
+        once.
+
+        The best evaluations at the final resolution, whatever the population kept: a fidelity
+        probe member outside the narrowed space never joins the population, and a generational
+        population may replace a better member. Where the proxy ranked wrongly, such a genome
+        is often the best one at the final resolution (the peer study found probe members at
+        0.216 beside elites at chance). A run whose state predates ``stage_best`` retrains the
+        best of its population, as it did when it started."""
+        pool = self.state.get("stage_best", self.state["population"])
+        candidates = [m for m in pool if m["status"] == OK]
         resolutions = self.schedule["resolutions"]
         return [
             make_task(

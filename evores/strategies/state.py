@@ -49,6 +49,10 @@ class LadderState(TypedDict):
     # probe existed: upgrade fills it in), and this stage's successful members, the probe's pool.
     probe_size: NotRequired[int]
     stage_members: NotRequired[list[Member]]
+    # The best schedule.elites successful members told in this stage, whether or not they are
+    # in the population: the final candidates after the last stage (absent in a run started
+    # before it was kept, which retrains the best of its population).
+    stage_best: NotRequired[list[Member]]
     # Only while a later stage starts: the elites of the stage below, and its probe.
     carried: NotRequired[list[Member]]
     probe: NotRequired[list[Member]]
