@@ -18,11 +18,14 @@ the epochs that were best in its evaluation, and scored once on the test split. 
   trained fully.
 
 Cost is process CPU seconds, training included, one thread for every method (the study pins
-torch to one thread and runs the cells one after another in this process). A peer searches
-until its cell has spent ``--budget`` CPU seconds, then takes the final step; evores' budget is
-its evaluation counts (``--evaluations``, split 3:2:1 over the rungs), sized to spend about the
-same. Each evaluation is stamped with the cell's CPU seconds when it returns, for the
-best-so-far curves.
+torch to one thread and runs the cells one after another in this process). evores' budget is
+its evaluation counts (``--evaluations``, split 3:2:1 over the rungs); a cell's *search* CPU is
+what it spent before its final step. A peer searches until its cell has spent ``--budget`` CPU
+seconds, then takes the final step. By default that budget is the mean search CPU of the evores
+cells already in ``--out`` (the evores methods run first), so every peer searches for as long as
+evores did; evores' final step (3 finalists retrained) costs more than a peer's (1), which counts
+against evores, not the peers. Each evaluation is stamped with the cell's CPU seconds when it
+returns, for the best-so-far curves.
 
 Output in ``--out``: ``cells/<method>-seed<k>.json`` (one per finished cell, written atomically:
 a killed study re-runs only the missing cells), ``peer_study.json`` (every cell), ``peer_study.md``
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import statistics
@@ -84,7 +88,7 @@ METHODS = EVORES_METHODS + PEER_METHODS
 DEFAULTS = {
     "resolutions": [8, 16, 32],
     "evaluations": 144,  # evores' total, split 3:2:1 over the rungs: 72, 48, 24
-    "budget": 300.0,  # CPU seconds of a peer's search, about what evores' 144 cost
+    "budget": None,  # a peer's search CPU: None = the evores cells' mean search CPU
     "seeds": 3,
     "epochs": 4,
     "patience": 2,
@@ -117,6 +121,12 @@ class Cell:
     settings: dict[str, Any]
     started: float = field(default_factory=time.process_time)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    search_cpu: float | None = None  # the CPU seconds spent before the final step
+
+    def search_ends(self) -> None:
+        """The final step begins: what was spent until now is the search's."""
+        if self.search_cpu is None:
+            self.search_cpu = self.cpu()
 
     def cpu(self) -> float:
         return time.process_time() - self.started
@@ -145,12 +155,13 @@ class Setup:
     cache_dir: Path
     resolutions: list[int]
     evaluations: int
-    budget: float
+    budget: float | None  # None: the evores cells' mean search CPU (see evores_budget)
     epochs: int
     patience: int
     top_k: int
     space: SearchSpace
     work: Path
+    budget_from: str = "--budget"
 
     @property
     def top(self) -> int:
@@ -221,7 +232,13 @@ def run_evores(setup: Setup, cell: Cell) -> dict:
         cell.stamp(resolution, result, hparams, time.process_time() - started)
         return result
 
-    with _patched(worker, "evaluate", stamped):
+    real_final = worker.train_and_test
+
+    def final(*args, **kw):
+        cell.search_ends()
+        return real_final(*args, **kw)
+
+    with _patched(worker, "evaluate", stamped), _patched(worker, "train_and_test", final):
         summary = search(overrides, out=run_dir)
     return {"test_accuracy": summary.get("test_accuracy"), "hparams": summary.get("best_hparams")}
 
@@ -354,6 +371,7 @@ RUNNERS: dict[str, Callable[[Setup, Cell], dict]] = {
 def final_step(setup: Setup, cell: Cell, candidates: list[dict] | None = None) -> dict:
     """The best genome at the top resolution (of ``candidates``, default every evaluation
     there), retrained on train+val for its best epochs and scored once on test."""
+    cell.search_ends()
     if candidates is None:
         candidates = top_evaluations(cell, setup.top)
     candidates = [e for e in candidates if e["resolution"] == setup.top and e["status"] == OK]
@@ -473,22 +491,27 @@ def run_cell(setup: Setup, method: str, seed: int) -> dict:
         "method": method,
         "seed": seed,
         "cpu_seconds": round(cell.cpu(), 3),
+        "search_cpu_seconds": round(cell.cpu() if cell.search_cpu is None else cell.search_cpu, 3),
         "evaluations": len(cell.evaluations),
         "evaluations_per_resolution": per_resolution,
         "best_val_accuracy": max(top) if top else None,
         "test_accuracy": final["test_accuracy"],
         "winner": final["hparams"],
-        "settings": {**shared_settings(setup), **cell.settings},
+        "settings": {**shared_settings(setup, method), **cell.settings},
         "curve": best_so_far(cell, setup.top),
     }
 
 
-def shared_settings(setup: Setup) -> dict:
+def shared_settings(setup: Setup, method: str) -> dict:
+    own = method in EVORES_METHODS  # evores' budget is its evaluation counts
     return {
         "data": setup.data,
         "resolutions": setup.resolutions,
         "top_resolution": setup.top,
-        "cpu_budget_seconds": setup.budget,
+        "cpu_budget_seconds": None if own else setup.budget,
+        "cpu_budget_from": "none: the evaluation counts are evores' budget"
+        if own
+        else setup.budget_from,
         "max_epochs": setup.epochs,
         "patience": setup.patience,
         "threads": 1,
@@ -523,30 +546,55 @@ def missing_requirement(method: str) -> str | None:
     return None
 
 
+def evores_budget(out: Path) -> tuple[float, str]:
+    """The peers' default budget: the mean search CPU of the evores cells in ``out``, and
+    where it came from; a usage error when there are none."""
+    cells = [
+        json.loads(path.read_text())
+        for method in EVORES_METHODS
+        for path in sorted((out / "cells").glob(f"{method}-seed*.json"))
+    ]
+    spent = [c["search_cpu_seconds"] for c in cells if c.get("search_cpu_seconds") is not None]
+    if not spent:
+        usage_error(
+            f"no evores cell in {out / 'cells'} to take the peers' CPU budget from: run the"
+            " evores methods first (the default order does), or give --budget SECONDS"
+        )
+    return round(statistics.fmean(spent), 1), f"mean search CPU of {len(spent)} evores cells"
+
+
 def run_study(
     setup: Setup, methods: list[str], seeds: list[int], out: Path, run: bool = True
 ) -> list[dict]:
     """Every missing (method, seed) cell (none when not ``run``), each written atomically as
-    it finishes; then every cell there is."""
+    it finishes, evores' methods first (the peers' default budget is what they spent); then
+    every cell there is."""
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    for seed in seeds if run else []:
-        for method in methods:
-            path = cell_path(out, method, seed)
-            if path.exists():
-                continue
-            reason = missing_requirement(method)
-            if reason:
-                print(f"  {method} seed {seed}: skipped: {reason}", flush=True)
-                continue
-            record = run_cell(setup, method, seed)
-            write_json(path, record)
-            print(
-                f"  {method} seed {seed}: {record['cpu_seconds']:.0f} CPU s,"
-                f" {record['evaluations']} evaluations, best val"
-                f" {fmt(record['best_val_accuracy'], '.3f')}, test"
-                f" {fmt(record['test_accuracy'], '.3f')}",
-                flush=True,
-            )
+    ordered = [m for m in methods if m in EVORES_METHODS] + [
+        m for m in methods if m not in EVORES_METHODS
+    ]
+    todo = [(m, s) for m in ordered for s in seeds if not cell_path(out, m, s).exists()]
+    for method, seed in todo if run else []:
+        path = cell_path(out, method, seed)
+        if path.exists():  # (another process sharing --out wrote it meanwhile)
+            continue
+        reason = missing_requirement(method)
+        if reason:
+            print(f"  {method} seed {seed}: skipped: {reason}", flush=True)
+            continue
+        if method not in EVORES_METHODS and setup.budget is None:
+            budget, source = evores_budget(out)
+            setup = dataclasses.replace(setup, budget=budget, budget_from=source)
+            print(f"  peers' budget: {budget:g} CPU s ({source})", flush=True)
+        record = run_cell(setup, method, seed)
+        write_json(path, record)
+        print(
+            f"  {method} seed {seed}: {record['cpu_seconds']:.0f} CPU s,"
+            f" {record['evaluations']} evaluations, best val"
+            f" {fmt(record['best_val_accuracy'], '.3f')}, test"
+            f" {fmt(record['test_accuracy'], '.3f')}",
+            flush=True,
+        )
     cells = []
     for method in methods:
         for seed in seeds:
@@ -598,10 +646,10 @@ def table(cells: list[dict], methods: list[str], seeds: list[int]) -> str:
         key=lambda m: mean([c["best_val_accuracy"] or 0 for c in done[m]]),
     )
     head = (
-        "| method | cells | CPU s | evaluations per resolution | best val (top px) |"
+        "| method | cells | search CPU s | CPU s | evaluations per resolution | best val (top px) |"
         f" test accuracy | CPU ratio to {evores_best or 'evores'} |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    lines = [head, "|---|---|---:|---:|---|---:|---:|---:|"]
     for method in methods:
         mine = done[method]
         skipped = next(
@@ -610,7 +658,7 @@ def table(cells: list[dict], methods: list[str], seeds: list[int]) -> str:
         if not mine:
             lines.append(
                 f"| {method} | 0/{len(seeds)} | {'skipped: ' + skipped if skipped else ''}"
-                " | | | | |"
+                " | | | | | |"
             )
             continue
         rungs = mine[0]["evaluations_per_resolution"]
@@ -620,8 +668,11 @@ def table(cells: list[dict], methods: list[str], seeds: list[int]) -> str:
         tests = [c["test_accuracy"] for c in mine if c["test_accuracy"] is not None]
         sd = statistics.stdev(tests) if len(tests) > 1 else None
         ratio = cpu_ratio(mine, done[evores_best]) if evores_best else None
+        search = [c.get("search_cpu_seconds") for c in mine]
+        search_cpu = fmt(mean(search) if None not in search else None, ".0f")
         lines.append(
-            f"| {method} | {len(mine)}/{len(seeds)} | {mean([c['cpu_seconds'] for c in mine]):.0f}"
+            f"| {method} | {len(mine)}/{len(seeds)} | {search_cpu}"
+            f" | {mean([c['cpu_seconds'] for c in mine]):.0f}"
             f" | {per_res} | {fmt(mean([c['best_val_accuracy'] or 0 for c in mine]), '.3f')}"
             f" | {fmt(mean(tests), '.3f')} ± {fmt(sd, '.3f')} | {fmt(ratio, '.2f')} |"
         )
@@ -746,9 +797,10 @@ def study_all(args, setup: Setup, methods: list[str], seeds: list[int]) -> int:
     logging.getLogger("evores").setLevel(logging.WARNING)
     if not args.report_only:  # built before any cell, so that no cell pays for it
         open_cache(setup.data, setup.resolutions, cache_dir=setup.cache_dir)
+    budget = "evores' mean search CPU" if setup.budget is None else f"{setup.budget:g} CPU s"
     print(
         f"peer study: {len(methods)} methods x {len(seeds)} seeds, rungs {setup.resolutions},"
-        f" budget {setup.budget:g} CPU s, evores {setup.evaluations} evaluations",
+        f" peers' budget {budget}, evores {setup.evaluations} evaluations",
         flush=True,
     )
     cells = run_study(setup, methods, seeds, out, run=not args.report_only)

@@ -54,7 +54,9 @@ def test_quick_study_holds_every_method_and_seed_and_resumes(tmp_path):
             continue
         assert cell["cpu_seconds"] > 0 and cell["evaluations"] > 0, cell
         assert 0 <= cell["best_val_accuracy"] <= 1 and 0 <= cell["test_accuracy"] <= 1, cell
-        assert cell["settings"]["cpu_budget_seconds"] == peer_study.QUICK["budget"]
+        if cell["method"] not in peer_study.EVORES_METHODS:
+            assert cell["settings"]["cpu_budget_seconds"] == peer_study.QUICK["budget"]
+        assert cell["search_cpu_seconds"] <= cell["cpu_seconds"]
         assert sum(cell["evaluations_per_resolution"].values()) == cell["evaluations"]
     table = (out / "peer_study.md").read_text()
     assert all(f"| {method} |" in table for method in peer_study.METHODS), table
@@ -85,3 +87,15 @@ def test_cpu_ratio_compares_the_cpu_to_the_accuracy_both_reached():
     weaker = [{"seed": 0, "best_val_accuracy": 0.3, "curve": [[30, 0.3]]}]
     assert peer_study.cpu_ratio(faster, reference) == 5 / 40
     assert peer_study.cpu_ratio(weaker, reference) == 30 / 10
+
+
+def test_the_peers_default_budget_is_the_evores_cells_mean_search_cpu(tmp_path, capsys):
+    cells = tmp_path / "cells"
+    with pytest.raises(SystemExit) as stopped:
+        peer_study.evores_budget(tmp_path)
+    assert stopped.value.code == 2 and "--budget" in capsys.readouterr().err
+    cells.mkdir()
+    for name, spent in (("evores-ga-seed0", 100.0), ("evores-tpe-seed1", 140.0)):
+        (cells / f"{name}.json").write_text(json.dumps({"search_cpu_seconds": spent}))
+    (cells / "random-seed0.json").write_text(json.dumps({"search_cpu_seconds": 999.0}))
+    assert peer_study.evores_budget(tmp_path) == (120.0, "mean search CPU of 2 evores cells")
