@@ -13,7 +13,8 @@ Walltime and requeue (the body): the job asks SLURM for SIGUSR1 to the batch she
 before the limit (``--signal=B:USR1@N``). The shell forwards it to ``srun``, which forwards it to
 every rank; rank 0 stops handing out work, checkpoints and exits with
 :data:`evores.core.exits.EXIT_CHECKPOINTED`. When the step has ended without ``summary.json`` and
-either the signal came or the driver exited with that code, the shell runs
+either the signal came or the driver exited with that code, and no SIGTERM ended the job
+before its time limit (a ``scancel`` ends it), the shell runs
 ``scontrol requeue $SLURM_JOB_ID``: the job restarts with the same id, hence the same run
 directory, and the script passes ``--resume`` because that directory already holds
 ``config.toml``.
@@ -88,8 +89,14 @@ warn() {
 }
 trap warn USR1
 # SIGTERM (scancel, time limit, preemption) reaches every rank from SLURM itself. This shell
-# only stays alive until they have stopped (SLURM kills everything after KillWait); no requeue.
-trap 'echo "evores: SIGTERM: waiting for the ranks to stop" >&2' TERM
+# only stays alive until they have stopped (SLURM kills everything after KillWait); it requeues
+# the job then only if the time limit ended it: a scancel must end the job, even though rank 0
+# checkpoints on it as on any stop.
+terminated=0
+trap 'terminated=1; echo "evores: SIGTERM: waiting for the ranks to stop" >&2' TERM
+ended_by_time_limit() {
+    scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | grep -q 'Reason=TimeLimit'
+}
 
 # Several evaluating ranks per GPU (train.evaluations_per_gpu > 1) run best under CUDA MPS,
 # which runs their kernels side by side; without it they time-share each GPU (same results,
@@ -206,6 +213,12 @@ if [ -f "$summary" ]; then
     exit "$status"
 fi
 if (( warned || status == checkpointed )); then
+    if (( terminated )) && ! ended_by_time_limit; then
+        echo "evores: job $SLURM_JOB_ID was ended by SIGTERM before its time limit (scancel," \
+            "preemption): not requeueing; $run_dir keeps its checkpoint: submit the same" \
+            "command again to continue" >&2
+        exit "$status"
+    fi
     if (( ${SLURM_RESTART_COUNT:-0} >= max_restarts )); then
         echo "evores: not requeueing: restarted $max_restarts times (EVORES_MAX_RESTARTS)" >&2
         exit "$status"

@@ -286,26 +286,32 @@ def test_script_starts_no_mps_for_one_rank_per_gpu(tmp_path):
 
 
 FAKE_RUN = """\
+# rank 0 as the signals find it: it checkpoints and exits 75 on USR1 or TERM
 trap 'echo "srun got USR1" >> "$LOG"; exit 75' USR1
+trap 'echo "srun got TERM" >> "$LOG"; exit 75' TERM
 mkdir -p "$RUN_DIR"
 if [ -n "$FINISH" ]; then echo '{}' > "$RUN_DIR/summary.json"; fi
-echo started >> "$LOG"
+echo "started $$" >> "$LOG"
 for _ in $(seq 200); do [ -e "$LOG.signalled" ] && exit 0; sleep 0.1; done
+"""
+FAKE_SCONTROL = """\
+if [ "$1" = show ]; then echo "JobId=5 JobState=COMPLETING Reason=$REASON"; exit 0; fi
+echo "scontrol $*" >> "$LOG"
 """
 
 
-@pytest.mark.parametrize("finished", [True, False])
-def test_a_warning_reaches_the_ranks_only_while_the_run_is_unfinished(tmp_path, finished):
-    """A walltime warning after summary.json is written stays in the batch shell: the ranks are
-    ending, and a rank it ended would hold the job until the time limit (TIMEOUT)."""
+def signal_the_job(tmp_path: Path, signum: int, finished: bool = False, reason: str = "None"):
+    """Run the batch script over a fake srun (rank 0) and scontrol, send ``signum`` as SLURM
+    would (USR1 to the shell; TERM to the shell and every rank); what the fakes recorded, and
+    the script's stdout and stderr."""
     bin_dir, log, run_dir = tmp_path / "bin", tmp_path / "calls.log", tmp_path / "run"
     bin_dir.mkdir()
     fake_command(bin_dir, "srun", FAKE_RUN)
-    fake_command(bin_dir, "scontrol", 'echo "scontrol $*" >> "$LOG"\n')
+    fake_command(bin_dir, "scontrol", FAKE_SCONTROL)
     script = tmp_path / "job.sbatch"
     script.write_text(f"#!/bin/bash\npython=python\n{sbatch.script_body()}")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), "RUN_DIR": str(run_dir),
-           "SLURM_JOB_ID": "5", "FINISH": "1" if finished else ""}  # fmt: skip
+           "SLURM_JOB_ID": "5", "FINISH": "1" if finished else "", "REASON": reason}  # fmt: skip
     job = subprocess.Popen(
         ["bash", str(script), "c.toml", str(run_dir)], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -314,17 +320,36 @@ def test_a_warning_reaches_the_ranks_only_while_the_run_is_unfinished(tmp_path, 
     while not log.exists() or "started" not in log.read_text():
         assert time.monotonic() < deadline and job.poll() is None, "the fake srun never started"
         time.sleep(0.05)
-    job.send_signal(signal.SIGUSR1)
+    job.send_signal(signum)
+    if signum == signal.SIGTERM:
+        os.kill(int(log.read_text().split("started ")[1].split()[0]), signal.SIGTERM)
     Path(f"{log}.signalled").touch()  # the fake srun may end now
     stdout, stderr = job.communicate(timeout=60)
-    calls = log.read_text()
-    assert job.returncode == 0, stderr
+    assert job.returncode in (0, EXIT_CHECKPOINTED), stderr
+    return log.read_text(), stdout, stderr
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_warning_reaches_the_ranks_only_while_the_run_is_unfinished(tmp_path, finished):
+    """A walltime warning after summary.json is written stays in the batch shell: the ranks are
+    ending, and a rank it ended would hold the job until the time limit (TIMEOUT)."""
+    calls, stdout, stderr = signal_the_job(tmp_path, signal.SIGUSR1, finished=finished)
     if finished:
         assert "not forwarded" in stderr and "run finished" in stdout
         assert "USR1" not in calls and "requeue" not in calls
     else:
         assert "asking the run to checkpoint" in stderr
         assert "srun got USR1" in calls and "scontrol requeue 5" in calls
+
+
+@pytest.mark.parametrize(("reason", "requeued"), [("TimeLimit", True), ("None", False)])
+def test_only_the_time_limit_requeues_a_job_its_sigterm_stopped(tmp_path, reason, requeued):
+    """Rank 0 checkpoints on any SIGTERM; the script requeues only when SLURM's reason is the
+    time limit, so that a scancel (Reason=None) ends the job."""
+    calls, _, stderr = signal_the_job(tmp_path, signal.SIGTERM, reason=reason)
+    assert "srun got TERM" in calls
+    assert ("scontrol requeue 5" in calls) == requeued, stderr
+    assert ("not requeueing" in stderr) != requeued, stderr
 
 
 def test_body_requeues_on_the_drivers_exit_code():
