@@ -87,7 +87,9 @@ METHODS = EVORES_METHODS + PEER_METHODS
 # SIZING: see docs/studies.md ("evores against its peers") for what was measured and chosen.
 DEFAULTS = {
     "resolutions": [8, 16, 32],
-    "evaluations": 144,  # evores' total, split 3:2:1 over the rungs: 72, 48, 24
+    # evores' total, split 3:2:1 over the rungs (48, 32, 16): the 24 cells took 95 minutes in
+    # two processes on 2 cores (docs/studies.md), the hour and a half the study was sized for
+    "evaluations": 96,
     "budget": None,  # a peer's search CPU: None = the evores cells' mean search CPU
     "seeds": 3,
     "epochs": 4,
