@@ -137,6 +137,22 @@ stop_mps() {
     fi
 }
 
+# MPICH names a node's shared-memory segment after the job and step ids, which a requeued job
+# keeps; ranks that were killed (the time limit, an abort after the grace period) leave theirs in
+# /dev/shm, and the next start's ranks would attach to it and wait in MPI_Init until the limit,
+# start after start. Remove this user's segments that no process maps before srun starts.
+remove_stale_mpi_segments() {
+    local segment mapped
+    mapped=$(cat /proc/[0-9]*/maps 2>/dev/null | grep -o '/dev/shm/mpich_[a-z]*_[0-9a-f_]*' |
+        sort -u)
+    for segment in /dev/shm/mpich_shm_* /dev/shm/mpich_vci_*; do
+        if [ -f "$segment" ] && [ -O "$segment" ] && ! grep -qxF "$segment" <<< "$mapped"; then
+            rm -f "$segment" && echo "evores: removed $segment, left by killed MPI ranks" >&2
+        fi
+    done
+}
+remove_stale_mpi_segments
+
 # Bash runs a trap only between commands, so srun runs in the background while the shell waits.
 """
 )

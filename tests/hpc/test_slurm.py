@@ -772,3 +772,26 @@ def test_every_rendered_value_is_quoted_and_each_line_is_a_flag_or_the_body():
     assert "#SBATCH --partition='a b;c'" in head and "#SBATCH --account='$(id)'" in head
     assert "#SBATCH --comment='`id`'" in head
     assert "set -- 'my config.toml' 'runs/$HOME' \"$@\"" in head and "python='py thon'" in head
+
+
+def test_the_script_removes_stale_mpi_segments_and_keeps_mapped_ones(tmp_path):
+    """A requeued job keeps its id, and MPICH names its segment after it: one left by killed
+    ranks would hold the next start's ranks in MPI_Init. One that a process maps stays."""
+    stale = Path(f"/dev/shm/mpich_shm_e5e5{os.getpid():x}_0")
+    live = Path(f"/dev/shm/mpich_shm_e5e6{os.getpid():x}_0")
+    for segment in (stale, live):
+        segment.write_bytes(b"\0" * 4096)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import mmap, sys; f = open(sys.argv[1], 'r+b');"
+         " m = mmap.mmap(f.fileno(), 4096); print('mapped', flush=True); sys.stdin.read()",
+         str(live)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "mapped"
+        _, _, stderr = signal_the_job(tmp_path, signal.SIGUSR1, finished=True)
+        assert not stale.exists() and f"removed {stale}" in stderr
+        assert live.exists()
+    finally:
+        holder.communicate("", timeout=30)
+        for segment in (stale, live):
+            segment.unlink(missing_ok=True)
